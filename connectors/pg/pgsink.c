@@ -1,0 +1,1088 @@
+#include "pgsink.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../daemon/log.h"
+#include "../../daemon/strbuf.h"
+#include "../../resolver/canon.h"
+#include "../../state/conflicts.h"
+#include "../../state/dlq.h"
+#include "../../state/journal.h"
+#include "../../state/shadow.h"
+#include "pgconn.h"
+#include "pgoutput.h"
+#include "pgwatch.h"
+
+#define WINDOW 4000            /* queries in flight */
+#define SLICE 500              /* changes read from the journal at once */
+#define GROUP_CHANGES 5000     /* close a target transaction past this */
+#define BACKOFF_MIN_MS 500
+#define BACKOFF_MAX_MS 30000
+
+enum sink_state { SK_IDLE, SK_CONNECTING, SK_SETUP, SK_READY, SK_CLOSING };
+
+enum q_kind { Q_SETUP, Q_PROGRESS, Q_TRACKTS, Q_PREPARE, Q_BEGIN, Q_STMT,
+              Q_PLAIN, Q_XACT, Q_COMMIT, Q_SYNC };
+
+/* One query sent and not yet answered. */
+struct q_entry {
+    enum q_kind kind;
+    int64_t seq;                /* Q_STMT: journal change */
+    int64_t commit_seq;         /* Q_COMMIT: last journal txn of the group */
+    char op;
+    bool had_base;
+    int64_t version_us;
+    char *mapping, *key, *incoming, *base;  /* Q_STMT, owned */
+};
+
+struct stmt {
+    char *sig;
+    char name[24];
+};
+
+struct pgsink {
+    uv_loop_t *loop;
+    const struct config *cfg;
+    const struct cfg_endpoint *ep;
+    struct state *st;
+    struct pgsink_hooks hooks;
+    enum sink_state state;
+    PGconn *conn;
+    struct pgwatch watch;
+    uv_timer_t retry_timer, feed_timer;
+    unsigned backoff_ms;
+    int pending_closes;
+    void (*closed)(void *);
+    void *closed_arg;
+    bool track_ts;
+    /* progress */
+    int64_t applied_seq;        /* committed in the target */
+    int64_t durable_seq;        /* may be applied up to here */
+    int64_t fed_seq;            /* last journal txn fully sent */
+    int64_t cur_txn, cur_txn_seq, cur_after, cur_ts_us;
+    int64_t group_last_seq, group_ts_us;
+    bool in_txn;
+    int group_changes;
+    /* in-flight queue (ring) */
+    struct q_entry *q;
+    size_t qcap, qhead, qlen;
+    bool seg_failed;
+    char seg_error[512];
+    int64_t seg_error_seq;
+    struct q_entry seg_error_entry;
+    /* prepared statements */
+    struct stmt *stmts;
+    size_t nstmts;
+    unsigned stmt_counter;
+    /* changes the target rejected: skipped on redo */
+    int64_t *excluded;
+    size_t nexcluded;
+    struct strbuf sql;
+    struct pgsink_stats stats;
+};
+
+static void sink_connect(struct pgsink *s);
+static void sink_fail(struct pgsink *s, const char *what, const char *detail);
+static void feed(struct pgsink *s);
+
+/* ---- the in-flight queue ---- */
+
+static struct q_entry *q_push(struct pgsink *s, enum q_kind kind)
+{
+    struct q_entry *e;
+
+    if (s->qlen == s->qcap) {
+        size_t ncap = s->qcap ? s->qcap * 2 : 256;
+        struct q_entry *n = malloc(ncap * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        for (size_t i = 0; i < s->qlen; i++)
+            n[i] = s->q[(s->qhead + i) % s->qcap];
+        free(s->q);
+        s->q = n;
+        s->qcap = ncap;
+        s->qhead = 0;
+    }
+    e = &s->q[(s->qhead + s->qlen++) % s->qcap];
+    memset(e, 0, sizeof(*e));
+    e->kind = kind;
+    return e;
+}
+
+static void q_entry_free(struct q_entry *e)
+{
+    free(e->mapping);
+    free(e->key);
+    free(e->incoming);
+    free(e->base);
+    memset(e, 0, sizeof(*e));
+}
+
+static struct q_entry *q_head(struct pgsink *s)
+{
+    return s->qlen ? &s->q[s->qhead] : NULL;
+}
+
+static void q_pop(struct pgsink *s)
+{
+    q_entry_free(&s->q[s->qhead]);
+    s->qhead = (s->qhead + 1) % s->qcap;
+    s->qlen--;
+}
+
+static void q_clear(struct pgsink *s)
+{
+    while (s->qlen)
+        q_pop(s);
+}
+
+/* ---- helpers ---- */
+
+static bool excluded(const struct pgsink *s, int64_t seq)
+{
+    for (size_t i = 0; i < s->nexcluded; i++)
+        if (s->excluded[i] == seq)
+            return true;
+    return false;
+}
+
+static void exclude(struct pgsink *s, int64_t seq)
+{
+    int64_t *n = realloc(s->excluded, (s->nexcluded + 1) * sizeof(*n));
+
+    if (n == NULL)
+        return;
+    s->excluded = n;
+    s->excluded[s->nexcluded++] = seq;
+}
+
+/* "2026-11-27 10:00:00.123456+00" from µs since the Unix epoch. */
+static void format_ts(int64_t us, char *buf, size_t cap)
+{
+    time_t sec = (time_t)(us / 1000000);
+    struct tm tm;
+
+    gmtime_r(&sec, &tm);
+    snprintf(buf, cap, "%04d-%02d-%02d %02d:%02d:%02d.%06d+00", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (int)(us % 1000000));
+}
+
+static void clear_stmts(struct pgsink *s)
+{
+    for (size_t i = 0; i < s->nstmts; i++)
+        free(s->stmts[i].sig);
+    free(s->stmts);
+    s->stmts = NULL;
+    s->nstmts = 0;
+}
+
+static bool send_plain(struct pgsink *s, enum q_kind kind, const char *sql,
+                       int n, const char *const *vals)
+{
+    if (PQsendQueryParams(s->conn, sql, n, NULL, vals, NULL, NULL, 0) != 1)
+        return false;
+    return q_push(s, kind) != NULL;
+}
+
+/* ---- SQL for one (table, op, columns) shape ---- */
+
+struct shape {
+    const struct cfg_mapping *m;
+    const struct cfg_side *side;    /* the target side */
+    char op;                        /* 'U' (upsert, for I and U), 'D' */
+    const char **keycols;           /* target names */
+    size_t nkey;
+    const char **setcols;           /* target names, values $nkey+1.. */
+    size_t nset;
+    const char **basecols;          /* target names compared with the shadow */
+    size_t nbase;
+};
+
+static void add_ident(struct pgsink *s, struct strbuf *b, const char *name)
+{
+    char *q = PQescapeIdentifier(s->conn, name, strlen(name));
+
+    if (q == NULL) {
+        b->failed = true;
+        return;
+    }
+    strbuf_adds(b, q);
+    PQfreemem(q);
+}
+
+static void add_param(struct strbuf *b, size_t n)
+{
+    char num[24];
+
+    snprintf(num, sizeof(num), "$%zu", n);
+    strbuf_adds(b, num);
+}
+
+/* Builds "col1 IS NOT DISTINCT FROM $i AND ..." for cols starting at $first. */
+static void add_match(struct pgsink *s, struct strbuf *b, const char *tbl,
+                      const char **cols, size_t n, size_t first)
+{
+    strbuf_adds(b, "(true");
+    for (size_t i = 0; i < n; i++) {
+        strbuf_adds(b, " AND ");
+        strbuf_adds(b, tbl);
+        strbuf_addc(b, '.');
+        add_ident(s, b, cols[i]);
+        strbuf_adds(b, " IS NOT DISTINCT FROM ");
+        add_param(b, first + i);
+    }
+    strbuf_addc(b, ')');
+}
+
+/* Parameters: keys $1.., set values, base values, version, tie-break. */
+static void build_sql(struct pgsink *s, const struct shape *sh, struct strbuf *b)
+{
+    char *tbl = pgconn_quote_table(s->conn, sh->side->schema, sh->side->relname);
+    size_t pset = sh->nkey + 1, pbase = pset + sh->nset;
+    size_t pver = pbase + sh->nbase, ptie = pver + 1;
+
+    strbuf_reset(b);
+    if (tbl == NULL) {
+        b->failed = true;
+        return;
+    }
+    strbuf_adds(b, "WITH cur AS (SELECT ctid AS c_tid, ");
+    if (sh->nbase > 0) {
+        add_match(s, b, tbl, sh->basecols, sh->nbase, pbase);
+        strbuf_adds(b, " OR ");
+    }
+    add_match(s, b, tbl, sh->setcols, sh->nset, pset);
+    strbuf_adds(b, " AS clean, ");
+    strbuf_adds(b, s->track_ts
+        ? "(extract(epoch from pg_xact_commit_timestamp(xmin)) * 1000000)::int8"
+        : "NULL::int8");
+    strbuf_adds(b, " AS ts, row_to_json(");
+    strbuf_adds(b, tbl);
+    strbuf_adds(b, ".*)::text AS cur_row FROM ");
+    strbuf_adds(b, tbl);
+    strbuf_adds(b, " WHERE true");
+    for (size_t i = 0; i < sh->nkey; i++) {
+        strbuf_adds(b, " AND ");
+        add_ident(s, b, sh->keycols[i]);
+        strbuf_adds(b, " = ");
+        add_param(b, i + 1);
+    }
+    strbuf_adds(b, " FOR UPDATE), ok AS (SELECT c_tid FROM cur WHERE clean OR ts IS NULL OR ts < ");
+    add_param(b, pver);
+    strbuf_adds(b, " OR (ts = ");
+    add_param(b, pver);
+    strbuf_adds(b, " AND ");
+    add_param(b, ptie);
+    strbuf_adds(b, "::bool))");
+    if (sh->op == 'D') {
+        strbuf_adds(b, ", w AS (DELETE FROM ");
+        strbuf_adds(b, tbl);
+        strbuf_adds(b, " USING ok WHERE ");
+        strbuf_adds(b, tbl);
+        strbuf_adds(b, ".ctid = ok.c_tid RETURNING 1)");
+    } else {
+        strbuf_adds(b, ", u AS (UPDATE ");
+        strbuf_adds(b, tbl);
+        strbuf_adds(b, " SET ");
+        for (size_t i = 0; i < sh->nset; i++) {
+            if (i > 0)
+                strbuf_adds(b, ", ");
+            add_ident(s, b, sh->setcols[i]);
+            strbuf_adds(b, " = ");
+            add_param(b, pset + i);
+        }
+        strbuf_adds(b, " FROM ok WHERE ");
+        strbuf_adds(b, tbl);
+        strbuf_adds(b, ".ctid = ok.c_tid RETURNING 1), i AS (INSERT INTO ");
+        strbuf_adds(b, tbl);
+        strbuf_adds(b, " (");
+        for (size_t i = 0; i < sh->nset; i++) {
+            if (i > 0)
+                strbuf_adds(b, ", ");
+            add_ident(s, b, sh->setcols[i]);
+        }
+        strbuf_adds(b, ") SELECT ");
+        for (size_t i = 0; i < sh->nset; i++) {
+            if (i > 0)
+                strbuf_adds(b, ", ");
+            add_param(b, pset + i);
+        }
+        strbuf_adds(b, " WHERE NOT EXISTS (SELECT 1 FROM cur) ON CONFLICT DO NOTHING"
+                       " RETURNING 1), w AS (SELECT 1 FROM u UNION ALL SELECT 1 FROM i)");
+    }
+    strbuf_adds(b, " SELECT EXISTS (SELECT 1 FROM cur), coalesce((SELECT clean FROM cur), false),"
+                   " (SELECT count(*) FROM w), (SELECT ts FROM cur), (SELECT cur_row FROM cur)");
+    free(tbl);
+}
+
+static void add_sig_cols(struct strbuf *b, const char **cols, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        strbuf_adds(b, cols[i]);
+        strbuf_addc(b, '\x1f');
+    }
+    strbuf_addc(b, '\x1e');
+}
+
+/* Returns the prepared statement name for the shape, preparing it in the
+ * pipeline when new; NULL on failure. */
+static const char *stmt_for(struct pgsink *s, const struct shape *sh)
+{
+    struct strbuf sig;
+    struct stmt *n;
+    const char *name = NULL;
+
+    strbuf_init(&sig);
+    strbuf_addc(&sig, sh->op);
+    strbuf_adds(&sig, sh->m->name);
+    strbuf_addc(&sig, sh->side == &sh->m->a ? 'a' : 'b');
+    add_sig_cols(&sig, sh->keycols, sh->nkey);
+    add_sig_cols(&sig, sh->setcols, sh->nset);
+    add_sig_cols(&sig, sh->basecols, sh->nbase);
+    if (sig.failed)
+        goto out;
+    for (size_t i = 0; i < s->nstmts; i++)
+        if (strcmp(s->stmts[i].sig, sig.buf) == 0) {
+            name = s->stmts[i].name;
+            goto out;
+        }
+    build_sql(s, sh, &s->sql);
+    n = realloc(s->stmts, (s->nstmts + 1) * sizeof(*n));
+    if (s->sql.failed || n == NULL)
+        goto out;
+    s->stmts = n;
+    n = &s->stmts[s->nstmts];
+    snprintf(n->name, sizeof(n->name), "tandem_%u", ++s->stmt_counter);
+    if (PQsendPrepare(s->conn, n->name, s->sql.buf, 0, NULL) != 1 ||
+        q_push(s, Q_PREPARE) == NULL)
+        goto out;
+    n->sig = strdup(sig.buf);
+    if (n->sig == NULL)
+        goto out;
+    s->nstmts++;
+    name = n->name;
+out:
+    strbuf_free(&sig);
+    return name;
+}
+
+/* ---- one change ---- */
+
+struct change_ctx {
+    struct pgsink *s;
+    int err;
+    int count;
+    struct err e;
+};
+
+static bool mapping_targets(const struct pgsink *s, const struct cfg_mapping *m,
+                            const char *source, const struct cfg_side **target)
+{
+    bool from_a = strcmp(m->a.endpoint, source) == 0;
+    bool from_b = strcmp(m->b.endpoint, source) == 0;
+
+    if (from_a && m->b.ep == s->ep && m->direction != CFG_DIR_B_TO_A) {
+        *target = &m->b;
+        return true;
+    }
+    if (from_b && m->a.ep == s->ep && m->direction != CFG_DIR_A_TO_B) {
+        *target = &m->a;
+        return true;
+    }
+    return false;
+}
+
+static const char *target_name(const struct cfg_mapping *m,
+                               const struct cfg_side *t, const char *a_name)
+{
+    return t == &m->a ? a_name : config_field_a_to_b(m, a_name);
+}
+
+static bool in_list(const json_t *list, const char *name)
+{
+    size_t i;
+    json_t *v;
+
+    json_array_foreach(list, i, v)
+        if (json_is_string(v) && strcmp(json_string_value(v), name) == 0)
+            return true;
+    return false;
+}
+
+/* Computes and saves the shadow this change leads to; returns the base
+ * (the shadow before it) or NULL. */
+static json_t *advance_shadow(struct pgsink *s, const struct change *c,
+                              const json_t *fields, bool *tombstone_before)
+{
+    struct shadow old = { 0 }, next = { 0 };
+    json_t *base = NULL, *merged;
+    const char *k;
+    json_t *v;
+    bool from_a;
+    const struct cfg_mapping *m = config_mapping(s->cfg, c->mapping);
+
+    *tombstone_before = false;
+    if (shadow_get(s->st, c->mapping, c->key, &old, NULL) == 0) {
+        base = old.fields ? json_loads(old.fields, 0, NULL) : NULL;
+        *tombstone_before = old.tombstone;
+        next.version_a_us = old.version_a_us;
+        next.version_b_us = old.version_b_us;
+    }
+    merged = (base && c->op != CHANGE_DELETE) ? json_deep_copy(base) : json_object();
+    json_object_foreach((json_t *)fields, k, v)
+        json_object_set(merged, k, v);
+    next.fields = json_dumps(merged, JSON_COMPACT);
+    canon_hash(merged, next.hash);
+    next.tombstone = c->op == CHANGE_DELETE;
+    from_a = m != NULL && strcmp(m->a.endpoint, c->endpoint) == 0;
+    if (from_a)
+        next.version_a_us = c->version_us;
+    else
+        next.version_b_us = c->version_us;
+    if (next.fields != NULL && state_begin(s->st, NULL) == 0)
+        shadow_put(s->st, c->mapping, c->key, &next, NULL);
+    free(next.fields);
+    json_decref(merged);
+    shadow_clear(&old);
+    if (*tombstone_before) {
+        json_decref(base);
+        base = NULL;
+    }
+    return base;
+}
+
+struct params {
+    const char *v[256];
+    int n;
+    bool overflow;
+};
+
+static void param_add(struct params *p, const char *v)
+{
+    if (p->n >= 256) {
+        p->overflow = true;
+        return;
+    }
+    p->v[p->n++] = v;
+}
+
+static const char *json_text(const json_t *v)
+{
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int send_change(struct pgsink *s, const struct change *c,
+                       const struct cfg_mapping *m, const struct cfg_side *t,
+                       struct err *e)
+{
+    json_t *fields = json_loads(c->fields, 0, NULL);
+    json_t *unch = c->unchanged ? json_loads(c->unchanged, 0, NULL) : NULL;
+    json_t *keyarr = json_loads(c->old_key ? c->old_key : c->key, 0, NULL);
+    json_t *base = NULL, *v;
+    const char *keycols[64], *setcols[128], *basecols[128], *k, *name;
+    struct shape sh = { m, t, c->op == CHANGE_DELETE ? 'D' : 'U', keycols, 0,
+                        setcols, 0, basecols, 0 };
+    struct params p = { .n = 0 };
+    char ver[24];
+    bool tomb;
+    struct q_entry *q;
+    int rc = 0;
+
+    if (!json_is_object(fields) || !json_is_array(keyarr) ||
+        json_array_size(keyarr) != t->nkey || t->nkey > 64) {
+        rc = err_set(e, -EPROTO, "journal change %" PRId64 " is malformed", c->seq);
+        goto out;
+    }
+    base = advance_shadow(s, c, fields, &tomb);
+    for (size_t i = 0; i < t->nkey; i++) {
+        keycols[sh.nkey++] = t->key[i];
+        param_add(&p, json_text(json_array_get(keyarr, i)));
+    }
+    if (sh.op == 'U') {
+        json_object_foreach(fields, k, v) {
+            if ((name = target_name(m, t, k)) == NULL || sh.nset >= 128)
+                continue;
+            setcols[sh.nset++] = name;
+            param_add(&p, json_text(v));
+        }
+    }
+    if (base != NULL) {
+        json_object_foreach(base, k, v) {
+            if ((name = target_name(m, t, k)) == NULL || in_list(unch, k) ||
+                sh.nbase >= 128)
+                continue;
+            basecols[sh.nbase++] = name;
+            param_add(&p, json_text(v));
+        }
+    }
+    snprintf(ver, sizeof(ver), "%" PRId64, c->version_us);
+    param_add(&p, ver);
+    param_add(&p, strcmp(c->endpoint, s->ep->name) > 0 ? "true" : "false");
+    if (p.overflow) {
+        rc = err_set(e, -E2BIG, "change %" PRId64 " has too many columns", c->seq);
+        goto out;
+    }
+    if ((name = stmt_for(s, &sh)) == NULL ||
+        PQsendQueryPrepared(s->conn, name, p.n, p.v, NULL, NULL, 0) != 1 ||
+        (q = q_push(s, Q_STMT)) == NULL) {
+        rc = err_set(e, -EIO, "cannot send change %" PRId64, c->seq);
+        goto out;
+    }
+    q->seq = c->seq;
+    q->op = (char)c->op;
+    q->had_base = base != NULL;
+    q->version_us = c->version_us;
+    q->mapping = strdup(c->mapping);
+    q->key = strdup(c->key);
+    q->incoming = strdup(c->fields);
+    q->base = base ? json_dumps(base, JSON_COMPACT) : NULL;
+out:
+    json_decref(fields);
+    json_decref(unch);
+    json_decref(keyarr);
+    json_decref(base);
+    return rc;
+}
+
+static int send_truncate(struct pgsink *s, const struct cfg_side *t, struct err *e)
+{
+    char *tbl = pgconn_quote_table(s->conn, t->schema, t->relname), *sql = NULL;
+    int rc = 0;
+
+    /* DELETE, not TRUNCATE: the peer's triggers and foreign keys see it
+     * like any other delete. */
+    if (tbl == NULL || asprintf(&sql, "DELETE FROM %s", tbl) < 0 ||
+        !send_plain(s, Q_PLAIN, sql, 0, NULL))
+        rc = err_set(e, -EIO, "cannot send delete-all for %s", t->table);
+    free(tbl);
+    free(sql);
+    return rc;
+}
+
+static int begin_if_needed(struct pgsink *s)
+{
+    if (s->in_txn)
+        return 0;
+    if (!send_plain(s, Q_BEGIN, "BEGIN", 0, NULL))
+        return -EIO;
+    s->in_txn = true;
+    s->group_changes = 0;
+    return 0;
+}
+
+static int on_journal_change(const struct change *c, void *arg)
+{
+    struct change_ctx *x = arg;
+    struct pgsink *s = x->s;
+    const struct cfg_mapping *m = config_mapping(s->cfg, c->mapping);
+    const struct cfg_side *t;
+    int rc;
+
+    x->count++;
+    s->cur_after = c->seq;
+    if (m == NULL || !mapping_targets(s, m, c->endpoint, &t) || excluded(s, c->seq))
+        return 0;
+    if ((rc = begin_if_needed(s)) != 0)
+        return x->err = rc;
+    rc = c->op == CHANGE_TRUNCATE ? send_truncate(s, t, &x->e)
+                                  : send_change(s, c, m, t, &x->e);
+    if (rc != 0)
+        return x->err = rc;
+    s->group_changes++;
+    return 0;
+}
+
+/* ---- feeding the pipeline ---- */
+
+static int send_commit(struct pgsink *s)
+{
+    char lsn[PGO_LSN_STRLEN], ts[40];
+    const char *v[2] = { lsn, ts };
+    struct q_entry *q;
+
+    pgo_lsn_format((uint64_t)s->group_last_seq, lsn);
+    format_ts(s->group_ts_us, ts, sizeof(ts));
+    if (!send_plain(s, Q_XACT, "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)",
+                    2, v) ||
+        !send_plain(s, Q_COMMIT, "COMMIT", 0, NULL))
+        return -EIO;
+    q = &s->q[(s->qhead + s->qlen - 1) % s->qcap];
+    q->commit_seq = s->group_last_seq;
+    if (PQpipelineSync(s->conn) != 1 || q_push(s, Q_SYNC) == NULL)
+        return -EIO;
+    s->in_txn = false;
+    return 0;
+}
+
+struct txn_pick {
+    int64_t txn, commit_seq, ts;
+    bool found;
+};
+
+static int pick_txn(const struct journal_txn_info *info, void *arg)
+{
+    struct txn_pick *p = arg;
+
+    p->txn = info->txn;
+    p->commit_seq = info->commit_seq;
+    p->ts = info->commit_ts_us;
+    p->found = true;
+    return 1;
+}
+
+/* Moves to the next durable journal transaction, if any. */
+static bool next_txn(struct pgsink *s)
+{
+    struct txn_pick pk = { 0 };
+
+    journal_scan_txns(s->st, s->fed_seq, 1, s->ep->name, pick_txn, &pk, NULL);
+    if (!pk.found || pk.commit_seq > s->durable_seq)
+        return false;
+    s->cur_txn = pk.txn;
+    s->cur_txn_seq = pk.commit_seq;
+    s->cur_ts_us = pk.ts;
+    s->cur_after = 0;
+    return true;
+}
+
+static void feed(struct pgsink *s)
+{
+    struct change_ctx x = { .s = s };
+    int n;
+
+    while (s->state == SK_READY && !s->seg_failed && s->qlen < WINDOW) {
+        if (s->cur_txn == 0) {
+            if (s->in_txn && s->group_changes >= GROUP_CHANGES) {
+                if (send_commit(s) != 0)
+                    goto fail;
+                continue;
+            }
+            if (!next_txn(s)) {
+                if (s->in_txn && send_commit(s) != 0)
+                    goto fail;
+                break;
+            }
+        }
+        x.count = 0;
+        n = journal_scan_changes_from(s->st, s->cur_txn, s->cur_after, SLICE,
+                                      on_journal_change, &x, &x.e);
+        if (n < 0 || x.err != 0) {
+            sink_fail(s, "cannot send changes", x.e.msg[0] ? x.e.msg : "journal read failed");
+            return;
+        }
+        if (n < SLICE) {
+            /* The source transaction is fully sent. */
+            s->fed_seq = s->cur_txn_seq;
+            if (s->in_txn) {
+                s->group_last_seq = s->cur_txn_seq;
+                s->group_ts_us = s->cur_ts_us;
+            }
+            s->cur_txn = 0;
+        }
+    }
+    if (s->state == SK_READY && s->qlen > 0) {
+        if (PQflush(s->conn) == 1)
+            pgwatch_set(&s->watch, PQsocket(s->conn), UV_READABLE | UV_WRITABLE);
+        else if (s->in_txn)
+            PQsendFlushRequest(s->conn);
+    }
+    return;
+fail:
+    sink_fail(s, "cannot send to the target", NULL);
+}
+
+static void on_feed_timer(uv_timer_t *t)
+{
+    feed(t->data);
+}
+
+/* ---- results ---- */
+
+static void record_conflict(struct pgsink *s, const struct q_entry *q,
+                            bool applied, const char *target_ts,
+                            const char *cur_row)
+{
+    struct conflict c = { 0 };
+    char rule[256];
+    const struct cfg_mapping *m = config_mapping(s->cfg, q->mapping);
+    bool target_is_a = m != NULL && m->a.ep == s->ep;
+    const char *incoming = q->op == 'D' ? NULL : q->incoming;
+
+    if (target_ts == NULL || target_ts[0] == '\0')
+        snprintf(rule, sizeof(rule), "target version unknown (no commit timestamp): incoming %s applied",
+                 q->op == 'D' ? "delete" : "write");
+    else
+        snprintf(rule, sizeof(rule), "last_write_wins: incoming version %" PRId64 " %s target version %s%s",
+                 q->version_us, applied ? ">=" : "<=", target_ts,
+                 applied ? ": incoming applied" : ": target kept");
+    c.mapping = q->mapping;
+    c.key = q->key;
+    c.strategy = "last_write_wins";
+    c.base = q->base;
+    c.side_a = target_is_a ? cur_row : incoming;
+    c.side_b = target_is_a ? incoming : cur_row;
+    c.result = applied ? (incoming ? incoming : "null") : (cur_row ? cur_row : "null");
+    c.rule = rule;
+    c.open = false;
+    if (state_begin(s->st, NULL) != 0 || conflict_record(s->st, &c, NULL) != 0)
+        log_error("pgsink", "cannot record a conflict", "endpoint", s->ep->name,
+                  "mapping", q->mapping, "key", q->key);
+    log_warn("pgsink", "conflict decided", "endpoint", s->ep->name, "mapping",
+             q->mapping, "key", q->key, "rule", rule);
+    s->stats.conflicts++;
+}
+
+static void on_stmt_result(struct pgsink *s, const struct q_entry *q, PGresult *r)
+{
+    bool exists, clean;
+    long long written;
+
+    if (PQntuples(r) != 1 || PQnfields(r) != 5)
+        return;
+    exists = PQgetvalue(r, 0, 0)[0] == 't';
+    clean = PQgetvalue(r, 0, 1)[0] == 't';
+    written = atoll(PQgetvalue(r, 0, 2));
+    if (written > 0)
+        s->stats.applied++;
+    if (q->op == 'D' && !exists)
+        s->stats.delete_missing++;
+    if (exists && !clean)
+        record_conflict(s, q, written > 0,
+                        PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3),
+                        PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4));
+}
+
+static void on_setup_result(struct pgsink *s, const struct q_entry *q, PGresult *r)
+{
+    uint64_t lsn = 0;
+
+    if (q->kind == Q_PROGRESS && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) &&
+        pgo_lsn_parse(PQgetvalue(r, 0, 0), &lsn) == 0) {
+        s->applied_seq = (int64_t)lsn;
+    }
+    if (q->kind == Q_TRACKTS && PQntuples(r) == 1)
+        s->track_ts = strcmp(PQgetvalue(r, 0, 0), "on") == 0;
+}
+
+/* The target rejected a change: record it, skip it on the redo. */
+static void dead_letter(struct pgsink *s, const struct q_entry *q, const char *msg)
+{
+    char seq[24];
+
+    snprintf(seq, sizeof(seq), "%" PRId64, q->seq);
+    log_error("pgsink", "the target rejected a change: skipped and recorded;"
+              " fix the data or the target and retry it", "endpoint", s->ep->name,
+              "mapping", q->mapping, "key", q->key, "seq", seq, "err", msg);
+    exclude(s, q->seq);
+    s->stats.errors++;
+    struct dlq_entry d = { 0 };
+    d.mapping = q->mapping;
+    d.key = q->key;
+    d.target = s->ep->name;
+    d.change_seq = q->seq;
+    d.change = q->incoming;
+    d.error = msg;
+    d.attempts = 1;
+    if (state_begin(s->st, NULL) != 0 || dlq_add(s->st, &d, NULL) != 0)
+        log_error("pgsink", "cannot record the rejected change in the DLQ", "endpoint",
+                  s->ep->name, "seq", seq);
+}
+
+/* End of a pipeline segment (Sync): commit bookkeeping or redo. */
+static void on_sync(struct pgsink *s)
+{
+    if (s->state == SK_SETUP) {
+        if (s->seg_failed) {
+            s->seg_failed = false;
+            sink_fail(s, "cannot set up the replication origin session", s->seg_error);
+            return;
+        }
+        s->state = SK_READY;
+        s->fed_seq = s->applied_seq;
+        s->backoff_ms = BACKOFF_MIN_MS;
+        state_applied_set(s->st, s->ep->name, s->applied_seq, NULL);
+        log_info("pgsink", "ready to apply", "endpoint", s->ep->name,
+                 "origin", s->ep->origin,
+                 "commit_timestamps", s->track_ts ? "on" : "off");
+        if (!s->track_ts)
+            log_warn("pgsink", "track_commit_timestamp is off: conflicts cannot compare"
+                     " the target row's version and the incoming change wins; set"
+                     " track_commit_timestamp = on", "endpoint", s->ep->name);
+        if (s->hooks.on_connection)
+            s->hooks.on_connection(s->hooks.arg, s, true);
+        return;
+    }
+    if (!s->seg_failed)
+        return;
+    /* The target transaction rolled back: redo from the last commit. */
+    bool data_error = s->seg_error_entry.kind == Q_STMT;
+    s->seg_failed = false;
+    if (data_error)
+        dead_letter(s, &s->seg_error_entry, s->seg_error);
+    else
+        log_error("pgsink", "target transaction failed; retrying", "endpoint",
+                  s->ep->name, "err", s->seg_error);
+    q_entry_free(&s->seg_error_entry);
+    clear_stmts(s);
+    s->fed_seq = s->applied_seq;
+    s->cur_txn = 0;
+    s->in_txn = false;
+    if (!data_error)
+        uv_timer_start(&s->feed_timer, on_feed_timer, s->backoff_ms, 0);
+}
+
+static void on_result(struct pgsink *s, struct q_entry *q, PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+
+    if (st == PGRES_FATAL_ERROR && !s->seg_failed) {
+        s->seg_failed = true;
+        snprintf(s->seg_error, sizeof(s->seg_error), "%s",
+                 PQresultErrorMessage(r));
+        s->seg_error[strcspn(s->seg_error, "\n")] = '\0';
+        log_redact(s->seg_error, sizeof(s->seg_error));
+        s->seg_error_entry = *q;      /* takes ownership of its strings */
+        q->mapping = q->key = q->incoming = q->base = NULL;
+        return;
+    }
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
+        return;
+    switch (q->kind) {
+    case Q_STMT:
+        on_stmt_result(s, q, r);
+        break;
+    case Q_SETUP: case Q_PROGRESS: case Q_TRACKTS:
+        on_setup_result(s, q, r);
+        break;
+    case Q_COMMIT:
+        s->applied_seq = q->commit_seq;
+        s->stats.txns++;
+        if (state_begin(s->st, NULL) == 0)
+            state_applied_set(s->st, s->ep->name, s->applied_seq, NULL);
+        if (s->hooks.on_applied)
+            s->hooks.on_applied(s->hooks.arg, s, s->applied_seq);
+        break;
+    default:
+        break;
+    }
+}
+
+static void read_results(struct pgsink *s)
+{
+    PGresult *r;
+    struct q_entry *q;
+
+    if (PQconsumeInput(s->conn) == 0) {
+        sink_fail(s, "connection to the target lost", NULL);
+        return;
+    }
+    while (s->conn != NULL && (q = q_head(s)) != NULL && !PQisBusy(s->conn)) {
+        r = PQgetResult(s->conn);
+        if (r == NULL) {
+            /* End of one query's results. */
+            if (q->kind != Q_SYNC)
+                q_pop(s);
+            continue;
+        }
+        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            q_pop(s);
+            on_sync(s);
+            continue;
+        }
+        on_result(s, q, r);
+        PQclear(r);
+    }
+    if (s->state == SK_READY)
+        feed(s);
+}
+
+/* ---- connection ---- */
+
+static void on_io(void *arg, int events)
+{
+    struct pgsink *s = arg;
+    int rc;
+
+    if (s->state == SK_CONNECTING) {
+        rc = pgconn_poll_connect(s->conn, &s->watch);
+        if (rc < 0)
+            sink_fail(s, "cannot connect to the target", NULL);
+        else if (rc > 0) {
+            const char *v[1] = { s->ep->origin };
+            if (PQenterPipelineMode(s->conn) != 1 ||
+                !send_plain(s, Q_SETUP, "SELECT pg_replication_origin_session_setup($1)", 1, v) ||
+                !send_plain(s, Q_PROGRESS, "SELECT pg_replication_origin_progress($1, true)", 1, v) ||
+                !send_plain(s, Q_TRACKTS, "SELECT current_setting('track_commit_timestamp')", 0, NULL) ||
+                (s->ep->apply_as_replica &&
+                 !send_plain(s, Q_SETUP, "SET session_replication_role = replica", 0, NULL)) ||
+                PQpipelineSync(s->conn) != 1 || q_push(s, Q_SYNC) == NULL) {
+                sink_fail(s, "cannot start the apply session", NULL);
+                return;
+            }
+            s->state = SK_SETUP;
+            PQflush(s->conn);
+            pgwatch_set(&s->watch, PQsocket(s->conn), UV_READABLE);
+        }
+        return;
+    }
+    if ((events & UV_WRITABLE) && s->conn && PQflush(s->conn) == 0)
+        pgwatch_set(&s->watch, PQsocket(s->conn), UV_READABLE);
+    if ((events & UV_READABLE) && s->conn)
+        read_results(s);
+}
+
+static void sink_disconnect(struct pgsink *s)
+{
+    pgwatch_stop(&s->watch);
+    if (s->conn != NULL) {
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
+    q_clear(s);
+    q_entry_free(&s->seg_error_entry);
+    s->seg_failed = false;
+    clear_stmts(s);
+    s->in_txn = false;
+    s->cur_txn = 0;
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    sink_connect(t->data);
+}
+
+static void sink_fail(struct pgsink *s, const char *what, const char *detail)
+{
+    char msg[512], delay[32];
+    bool was_up = s->state == SK_READY;
+
+    if (s->state == SK_CLOSING)
+        return;
+    if (detail == NULL && s->conn != NULL)
+        detail = pgconn_error(s->conn, msg, sizeof(msg));
+    snprintf(delay, sizeof(delay), "%u", s->backoff_ms);
+    log_error("pgsink", what, "endpoint", s->ep->name, "err", detail,
+              "retry_in_ms", delay);
+    sink_disconnect(s);
+    s->state = SK_IDLE;
+    uv_timer_start(&s->retry_timer, on_retry, s->backoff_ms, 0);
+    s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+    if (was_up && s->hooks.on_connection)
+        s->hooks.on_connection(s->hooks.arg, s, false);
+}
+
+static void sink_connect(struct pgsink *s)
+{
+    struct pgconn_params prm;
+
+    if (s->state == SK_CLOSING)
+        return;
+    pgconn_params_init(&prm, s->ep, false);
+    s->conn = PQconnectStartParams(prm.keys, prm.vals, 1);
+    if (s->conn == NULL || PQstatus(s->conn) == CONNECTION_BAD) {
+        sink_fail(s, "cannot start a connection to the target", NULL);
+        return;
+    }
+    s->state = SK_CONNECTING;
+    on_io(s, 0);
+}
+
+/* ---- lifecycle ---- */
+
+int pgsink_new(struct pgsink **out, uv_loop_t *loop, const struct config *c,
+               const struct cfg_endpoint *ep, struct state *st,
+               const struct pgsink_hooks *h, struct err *e)
+{
+    struct pgsink *s = calloc(1, sizeof(*s));
+
+    if (s == NULL)
+        return err_set(e, -ENOMEM, "out of memory");
+    s->loop = loop;
+    s->cfg = c;
+    s->ep = ep;
+    s->st = st;
+    s->hooks = *h;
+    s->backoff_ms = BACKOFF_MIN_MS;
+    pgwatch_init(&s->watch, loop, on_io, s);
+    uv_timer_init(loop, &s->retry_timer);
+    uv_timer_init(loop, &s->feed_timer);
+    s->retry_timer.data = s;
+    s->feed_timer.data = s;
+    strbuf_init(&s->sql);
+    *out = s;
+    return 0;
+}
+
+int pgsink_start(struct pgsink *s)
+{
+    sink_connect(s);
+    return 0;
+}
+
+void pgsink_kick(struct pgsink *s, int64_t durable_seq)
+{
+    if (durable_seq > s->durable_seq)
+        s->durable_seq = durable_seq;
+    if (s->state == SK_READY)
+        feed(s);
+}
+
+int64_t pgsink_applied(const struct pgsink *s)
+{
+    return s->applied_seq;
+}
+
+bool pgsink_connected(const struct pgsink *s)
+{
+    return s->state == SK_READY;
+}
+
+bool pgsink_idle(const struct pgsink *s)
+{
+    return s->qlen == 0 && !s->in_txn;
+}
+
+const struct pgsink_stats *pgsink_stats(const struct pgsink *s)
+{
+    return &s->stats;
+}
+
+const struct cfg_endpoint *pgsink_endpoint(const struct pgsink *s)
+{
+    return s->ep;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct pgsink *s = h->data;
+
+    if (--s->pending_closes > 0)
+        return;
+    if (s->closed)
+        s->closed(s->closed_arg);
+    free(s->q);
+    free(s->excluded);
+    strbuf_free(&s->sql);
+    free(s);
+}
+
+void pgsink_close(struct pgsink *s, void (*done)(void *arg), void *arg)
+{
+    /* An open target transaction is rolled back by the disconnect; origin
+     * progress makes the next start resume exactly after the last commit. */
+    s->state = SK_CLOSING;
+    sink_disconnect(s);
+    s->closed = done;
+    s->closed_arg = arg;
+    s->pending_closes = 2;
+    uv_close((uv_handle_t *)&s->retry_timer, on_closed);
+    uv_close((uv_handle_t *)&s->feed_timer, on_closed);
+}

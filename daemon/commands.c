@@ -1,0 +1,203 @@
+#include "commands.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../connectors/pg/pgadmin.h"
+#include "../connectors/pg/pgconn.h"
+#include "../state/state.h"
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+#include "status.h"
+
+#ifndef TANDEM_VERSION
+#define TANDEM_VERSION "0.1.0"
+#endif
+
+/* Loads the config; prints every problem and returns EXIT_USAGE on error. */
+static int load_config(struct cli_opts *o, struct config **out)
+{
+    struct err e = { 0 };
+
+    log_setup(LOG_INFO, LOG_FORMAT_JSON, NULL, NULL);
+    if (config_load(out, o->config, &e) != 0) {
+        log_redact(e.msg, sizeof(e.msg));
+        fprintf(stderr, "tandem: config %s is invalid:\n%s\n", o->config, e.msg);
+        return EXIT_USAGE;
+    }
+    log_setup((*out)->log_level, (*out)->log_format, NULL, (*out)->name);
+    return 0;
+}
+
+int cmd_version(struct cli_opts *o)
+{
+    (void)o;
+    printf("tandem %s\n", TANDEM_VERSION);
+    return EXIT_OK;
+}
+
+int cmd_run(struct cli_opts *o)
+{
+    struct config *c;
+    struct err e = { 0 };
+    int rc = load_config(o, &c);
+
+    if (rc != 0)
+        return rc;
+    rc = daemon_run(c, &e);
+    if (rc != 0) {
+        log_redact(e.msg, sizeof(e.msg));
+        log_error("daemon", "cannot run", "err", e.msg);
+        fprintf(stderr, "tandem: %s\n", e.msg);
+    }
+    config_free(c);
+    return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
+}
+
+/* Runs fn on a blocking connection to each postgres endpoint. */
+typedef int (*ep_fn)(PGconn *conn, struct config *c, struct cfg_endpoint *ep,
+                     struct err *e);
+
+static int for_each_pg(struct config *c, ep_fn fn, int *unreachable)
+{
+    int total = 0;
+
+    *unreachable = 0;
+    for (size_t i = 0; i < c->nendpoints; i++) {
+        struct cfg_endpoint *ep = &c->endpoints[i];
+        struct err e = { 0 };
+        PGconn *conn;
+        int rc;
+
+        if (ep->kind != CFG_KIND_POSTGRES)
+            continue;
+        conn = pgconn_connect(ep, false, &e);
+        if (conn == NULL) {
+            printf("FAIL %s: %s\n", ep->name, e.msg);
+            (*unreachable)++;
+            continue;
+        }
+        rc = fn(conn, c, ep, &e);
+        PQfinish(conn);
+        if (rc < 0) {
+            log_redact(e.msg, sizeof(e.msg));
+            printf("FAIL %s: %s\n", ep->name, e.msg);
+            (*unreachable)++;
+        } else {
+            total += rc;
+        }
+    }
+    return total;
+}
+
+static int check_one(PGconn *conn, struct config *c, struct cfg_endpoint *ep,
+                     struct err *e)
+{
+    return pgadmin_check(conn, c, ep, stdout, e);
+}
+
+static int setup_one(PGconn *conn, struct config *c, struct cfg_endpoint *ep,
+                     struct err *e)
+{
+    int rc = pgadmin_setup(conn, c, ep, e);
+
+    if (rc == 0)
+        printf("ok   %s: publication, slot and origin in place\n", ep->name);
+    return rc;
+}
+
+static int teardown_one(PGconn *conn, struct config *c, struct cfg_endpoint *ep,
+                        struct err *e)
+{
+    int rc = pgadmin_teardown(conn, c, ep, e);
+
+    if (rc == 0)
+        printf("ok   %s: slot, publication and origin dropped\n", ep->name);
+    return rc;
+}
+
+int cmd_check(struct cli_opts *o)
+{
+    struct config *c;
+    int unreachable, unmet, rc = load_config(o, &c);
+
+    if (rc != 0)
+        return rc;
+    printf("ok   config %s\n", o->config);
+    unmet = for_each_pg(c, check_one, &unreachable);
+    for (size_t i = 0; i < c->nendpoints; i++)
+        if (c->endpoints[i].kind == CFG_KIND_REST)
+            printf("warn %s: rest endpoints are not checked by this build\n",
+                   c->endpoints[i].name);
+    config_free(c);
+    if (unreachable > 0)
+        return EXIT_RUNTIME;
+    return unmet > 0 ? EXIT_DRIFT : EXIT_OK;
+}
+
+int cmd_setup(struct cli_opts *o)
+{
+    struct config *c;
+    struct state *st = NULL;
+    struct err e = { 0 };
+    int unreachable, rc = load_config(o, &c);
+
+    if (rc != 0)
+        return rc;
+    if (state_open(&st, c->state_path, STATE_SHARED, &e) != 0) {
+        fprintf(stderr, "tandem: %s\n", e.msg);
+        config_free(c);
+        return EXIT_RUNTIME;
+    }
+    state_close(st);
+    printf("ok   state %s\n", c->state_path);
+    for_each_pg(c, setup_one, &unreachable);
+    config_free(c);
+    return unreachable > 0 ? EXIT_RUNTIME : EXIT_OK;
+}
+
+int cmd_teardown(struct cli_opts *o)
+{
+    struct config *c;
+    int unreachable, rc = load_config(o, &c);
+
+    if (rc != 0)
+        return rc;
+    for_each_pg(c, teardown_one, &unreachable);
+    config_free(c);
+    return unreachable > 0 ? EXIT_RUNTIME : EXIT_OK;
+}
+
+int cmd_status(struct cli_opts *o)
+{
+    struct config *c;
+    struct state *st = NULL;
+    struct err e = { 0 };
+    json_t *doc;
+    int rc = load_config(o, &c);
+
+    if (rc != 0)
+        return rc;
+    if (state_open(&st, c->state_path, STATE_READONLY, &e) != 0) {
+        fprintf(stderr, "tandem: %s\n", e.msg);
+        config_free(c);
+        return EXIT_RUNTIME;
+    }
+    doc = status_build(st, c, &e);
+    if (doc == NULL) {
+        fprintf(stderr, "tandem: cannot read status: %s\n", e.msg);
+        rc = EXIT_RUNTIME;
+    } else if (o->json) {
+        json_dumpf(doc, stdout, JSON_INDENT(2));
+        printf("\n");
+    } else {
+        status_print_text(stdout, doc);
+    }
+    json_decref(doc);
+    state_close(st);
+    config_free(c);
+    return rc;
+}

@@ -1,0 +1,477 @@
+#include "daemon.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "../connectors/pg/pgadmin.h"
+#include "../connectors/pg/pgconn.h"
+#include "../connectors/pg/pgsink.h"
+#include "../connectors/pg/pgsrc.h"
+#include "../state/conflicts.h"
+#include "../state/journal.h"
+#include "../state/state.h"
+#include "health.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "notify.h"
+#include "status.h"
+
+#define MAX_EPS 32
+#define FLUSH_MS 20             /* group-commit window for state writes */
+#define CHUNK_CHANGES 10000     /* commit a big source transaction in chunks */
+#define TICK_MS 1000
+
+struct endpoint_rt {
+    struct cfg_endpoint *ep;
+    struct pgsrc *src;
+    struct pgsink *sink;
+    bool setup_done;
+    uint64_t saved_lsn;         /* position saved in the state */
+    uv_timer_t setup_timer;
+    unsigned setup_backoff_ms;
+    struct daemon *d;
+    /* last values exported as counters */
+    uint64_t m_captured, m_echo, m_applied, m_conflicts, m_errors, m_delmiss;
+};
+
+struct daemon {
+    uv_loop_t loop;
+    struct config *cfg;
+    struct state *st;
+    struct metrics *metrics;
+    struct health *health;
+    struct http *http;
+    uv_signal_t sigterm, sigint;
+    uv_timer_t flush_timer, tick_timer;
+    struct endpoint_rt eps[MAX_EPS];
+    int neps;
+    int64_t durable_seq;
+    bool ready_sent, stopping;
+    int closing;
+};
+
+/* ---- group commit ---- */
+
+static void save_positions(struct daemon *d)
+{
+    char lsn[32];
+
+    for (int i = 0; i < d->neps; i++) {
+        struct endpoint_rt *r = &d->eps[i];
+        uint64_t p;
+
+        if (r->src == NULL || (p = pgsrc_pending_lsn(r->src)) <= r->saved_lsn)
+            continue;
+        snprintf(lsn, sizeof(lsn), "%X/%X", (unsigned)(p >> 32), (unsigned)p);
+        if (state_begin(d->st, NULL) == 0 &&
+            state_position_set(d->st, r->ep->name, lsn, NULL) == 0)
+            r->saved_lsn = p;
+    }
+}
+
+/* Commits the open state transaction (one fsync for everything since the
+ * last one), then lets readers acknowledge and writers apply. */
+static void flush_state(struct daemon *d)
+{
+    struct err e = { 0 };
+
+    save_positions(d);
+    if (!state_in_txn(d->st))
+        return;
+    if (state_commit(d->st, &e) != 0) {
+        log_error("daemon", "cannot commit the state; nothing is acknowledged",
+                  "err", e.msg);
+        return;
+    }
+    for (int i = 0; i < d->neps; i++)
+        if (d->eps[i].src)
+            pgsrc_durable(d->eps[i].src);
+    journal_last_commit_seq(d->st, &d->durable_seq, NULL);
+    for (int i = 0; i < d->neps; i++)
+        if (d->eps[i].sink)
+            pgsink_kick(d->eps[i].sink, d->durable_seq);
+}
+
+static void on_flush_timer(uv_timer_t *t)
+{
+    flush_state(t->data);
+}
+
+static void on_src_batch(void *arg, struct pgsrc *src, bool had_commit,
+                         uint64_t open_changes)
+{
+    struct daemon *d = arg;
+
+    (void)src;
+    if (had_commit || open_changes >= CHUNK_CHANGES)
+        flush_state(d);
+}
+
+/* ---- readiness, health, metrics ---- */
+
+static bool all_connected(struct daemon *d)
+{
+    for (int i = 0; i < d->neps; i++) {
+        struct endpoint_rt *r = &d->eps[i];
+        if ((r->src && !pgsrc_streaming(r->src)) ||
+            (r->sink && !pgsink_connected(r->sink)) ||
+            (!r->setup_done && r->ep->kind == CFG_KIND_POSTGRES))
+            return false;
+    }
+    return true;
+}
+
+static void update_health(struct daemon *d)
+{
+    for (int i = 0; i < d->neps; i++) {
+        struct endpoint_rt *r = &d->eps[i];
+        bool up = r->setup_done && (!r->src || pgsrc_streaming(r->src)) &&
+                  (!r->sink || pgsink_connected(r->sink));
+        if (up)
+            health_clear(d->health, HEALTH_ENDPOINT_DOWN, r->ep->name);
+        else
+            health_set(d->health, HEALTH_ENDPOINT_DOWN, r->ep->name,
+                       "endpoint not connected; tandem retries with backoff");
+    }
+    if (all_connected(d)) {
+        health_clear(d->health, HEALTH_NOT_READY, NULL);
+        if (!d->ready_sent) {
+            d->ready_sent = true;
+            notify_ready("connected to every endpoint");
+            log_info("daemon", "ready: every endpoint connected");
+        }
+    } else {
+        health_set(d->health, HEALTH_NOT_READY, NULL, "not every endpoint is connected yet");
+    }
+}
+
+static void export_counter(struct daemon *d, const char *name, const char *labels,
+                           uint64_t now, uint64_t *last)
+{
+    if (now > *last)
+        metrics_add(d->metrics, name, labels, (double)(now - *last));
+    *last = now;
+}
+
+static void export_metrics(struct daemon *d)
+{
+    char lb[256];
+    int64_t txns = 0, changes = 0, applied_min = INT64_MAX;
+
+    for (int i = 0; i < d->neps; i++) {
+        struct endpoint_rt *r = &d->eps[i];
+        if (r->src) {
+            const struct pgsrc_stats *s = pgsrc_stats(r->src);
+            metrics_labels(lb, sizeof(lb), "endpoint", r->ep->name, NULL);
+            export_counter(d, "tandem_changes_captured_total", lb, s->captured, &r->m_captured);
+            export_counter(d, "tandem_echo_suppressed_total", lb, s->echo_skipped, &r->m_echo);
+        }
+        if (r->sink) {
+            const struct pgsink_stats *s = pgsink_stats(r->sink);
+            metrics_labels(lb, sizeof(lb), "to", r->ep->name, NULL);
+            export_counter(d, "tandem_pg_delete_missing_total", lb, s->delete_missing, &r->m_delmiss);
+            metrics_labels(lb, sizeof(lb), "to", r->ep->name, "kind", "rejected", NULL);
+            export_counter(d, "tandem_apply_errors_total", lb, s->errors, &r->m_errors);
+            /* One peer per endpoint here: "from" names the other side. */
+            for (int j = 0; j < d->neps; j++)
+                if (j != i && d->eps[j].src) {
+                    metrics_labels(lb, sizeof(lb), "from", d->eps[j].ep->name, "to",
+                                   r->ep->name, NULL);
+                    export_counter(d, "tandem_changes_applied_total", lb, s->applied,
+                                   &r->m_applied);
+                    break;
+                }
+            if (pgsink_applied(r->sink) < applied_min)
+                applied_min = pgsink_applied(r->sink);
+        }
+    }
+    if (applied_min == INT64_MAX)
+        applied_min = d->durable_seq;
+    if (journal_depth(d->st, applied_min, &txns, &changes, NULL) == 0)
+        metrics_set(d->metrics, "tandem_journal_depth", NULL, (double)changes);
+    metrics_set(d->metrics, "tandem_up", NULL, 1);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct daemon *d = t->data;
+
+    update_health(d);
+    export_metrics(d);
+    notify_status("journal at %" PRId64 ", %s", d->durable_seq,
+                  all_connected(d) ? "all endpoints connected" : "connecting");
+    if (notify_watchdog_usec() > 0)
+        notify_watchdog();
+}
+
+/* ---- endpoints ---- */
+
+static void on_src_conn(void *arg, struct pgsrc *src, bool up)
+{
+    (void)src;
+    (void)up;
+    update_health(arg);
+}
+
+static void on_applied(void *arg, struct pgsink *s, int64_t seq)
+{
+    (void)arg;
+    (void)s;
+    (void)seq;
+}
+
+static void on_sink_conn(void *arg, struct pgsink *s, bool up)
+{
+    struct daemon *d = arg;
+
+    update_health(d);
+    if (up)
+        pgsink_kick(s, d->durable_seq);
+}
+
+static int start_endpoint(struct daemon *d, struct endpoint_rt *r, struct err *e)
+{
+    struct pgsrc_hooks sh = { on_src_batch, on_src_conn, d };
+    struct pgsink_hooks kh = { on_applied, on_sink_conn, d };
+    int rc;
+
+    if (pgadmin_is_source(d->cfg, r->ep)) {
+        if ((rc = pgsrc_new(&r->src, &d->loop, d->cfg, r->ep, d->st, &sh, e)) != 0)
+            return rc;
+        pgsrc_start(r->src);
+    }
+    if (pgadmin_is_target(d->cfg, r->ep)) {
+        if ((rc = pgsink_new(&r->sink, &d->loop, d->cfg, r->ep, d->st, &kh, e)) != 0)
+            return rc;
+        pgsink_start(r->sink);
+    }
+    return 0;
+}
+
+/* Creates publication, slot and origin when missing (as `setup` would),
+ * retrying with backoff while the endpoint cannot be reached. This uses a
+ * short blocking connection: it runs once per endpoint, before streaming. */
+static void on_setup_timer(uv_timer_t *t)
+{
+    struct endpoint_rt *r = t->data;
+    struct daemon *d = r->d;
+    struct err e = { 0 };
+    char delay[32];
+    PGconn *c;
+
+    if (d->stopping)
+        return;
+    c = pgconn_connect(r->ep, false, &e);
+    if (c != NULL && pgadmin_setup(c, d->cfg, r->ep, &e) == 0) {
+        PQfinish(c);
+        r->setup_done = true;
+        if (start_endpoint(d, r, &e) != 0)
+            log_error("daemon", "cannot start endpoint", "endpoint", r->ep->name, "err", e.msg);
+        return;
+    }
+    PQfinish(c);
+    snprintf(delay, sizeof(delay), "%u", r->setup_backoff_ms);
+    log_error("daemon", "endpoint not ready; retrying", "endpoint", r->ep->name,
+              "err", e.msg, "retry_in_ms", delay);
+    uv_timer_start(&r->setup_timer, on_setup_timer, r->setup_backoff_ms, 0);
+    if (r->setup_backoff_ms < 30000)
+        r->setup_backoff_ms *= 2;
+    update_health(d);
+}
+
+/* ---- HTTP document callbacks (run on the HTTP thread) ---- */
+
+static char *status_doc(void *arg)
+{
+    struct daemon *d = arg;
+    struct state *ro = NULL;
+    json_t *doc;
+    char *out = NULL;
+
+    /* A separate read-only handle: SQLite connections are not shared across
+     * threads, and WAL lets it read while the loop writes. */
+    if (state_open(&ro, d->cfg->state_path, STATE_READONLY, NULL) != 0)
+        return NULL;
+    doc = status_build(ro, d->cfg, NULL);
+    if (doc != NULL)
+        out = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    state_close(ro);
+    return out;
+}
+
+struct conflicts_acc {
+    json_t *arr;
+};
+
+static int add_conflict(const struct conflict *c, void *arg)
+{
+    struct conflicts_acc *a = arg;
+    json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:b}",
+                          "id", (json_int_t)c->id, "ts_us", (json_int_t)c->ts_us,
+                          "mapping", c->mapping, "key", c->key, "strategy", c->strategy,
+                          "base", c->base, "a", c->side_a, "b", c->side_b,
+                          "result", c->result, "rule", c->rule, "open", c->open);
+    if (o != NULL)
+        json_array_append_new(a->arr, o);
+    return 0;
+}
+
+static char *conflicts_doc(void *arg)
+{
+    struct daemon *d = arg;
+    struct state *ro = NULL;
+    struct conflicts_acc a = { json_array() };
+    char *out = NULL;
+
+    if (state_open(&ro, d->cfg->state_path, STATE_READONLY, NULL) == 0 &&
+        conflict_list(ro, false, 1000, add_conflict, &a, NULL) == 0)
+        out = json_dumps(a.arr, JSON_COMPACT);
+    state_close(ro);
+    json_decref(a.arr);
+    return out;
+}
+
+/* ---- shutdown ---- */
+
+static void on_closed_part(void *arg)
+{
+    struct daemon *d = arg;
+
+    d->closing--;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void begin_stop(struct daemon *d, const char *why)
+{
+    if (d->stopping)
+        return;
+    d->stopping = true;
+    notify_stopping();
+    log_info("daemon", "stopping", "signal", why);
+    /* Make every journaled change durable, then acknowledge it. */
+    flush_state(d);
+    for (int i = 0; i < d->neps; i++) {
+        struct endpoint_rt *r = &d->eps[i];
+        if (r->src) {
+            d->closing++;
+            pgsrc_close(r->src, on_closed_part, d);
+            r->src = NULL;
+        }
+        if (r->sink) {
+            d->closing++;
+            pgsink_close(r->sink, on_closed_part, d);
+            r->sink = NULL;
+        }
+        uv_close((uv_handle_t *)&r->setup_timer, on_handle_closed);
+    }
+    uv_close((uv_handle_t *)&d->flush_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&d->tick_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
+    uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    begin_stop(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* ---- run ---- */
+
+static int open_state(struct daemon *d, struct err *e)
+{
+    int rc = state_open(&d->st, d->cfg->state_path, STATE_EXCLUSIVE, e);
+
+    if (rc != 0)
+        return rc;
+    rc = journal_recover(d->st, e);
+    if (rc < 0)
+        return rc;
+    if (rc > 0) {
+        char n[24];
+        snprintf(n, sizeof(n), "%d", rc);
+        log_info("daemon", "discarded source transactions cut short by the last stop;"
+                 " their sources resend them", "count", n);
+    }
+    state_meta_set(d->st, "pipeline", d->cfg->name, NULL);
+    journal_last_commit_seq(d->st, &d->durable_seq, NULL);
+    return 0;
+}
+
+static int start_http(struct daemon *d, struct err *e)
+{
+    struct http_handlers h = { d->metrics, d->health, status_doc, conflicts_doc, d };
+
+    if (d->cfg->http_listen == NULL || d->cfg->http_listen[0] == '\0')
+        return 0;
+    return http_start(&d->http, d->cfg->http_listen, &h, e);
+}
+
+static void start_all(struct daemon *d)
+{
+    for (size_t i = 0; i < d->cfg->nendpoints && d->neps < MAX_EPS; i++) {
+        struct endpoint_rt *r = &d->eps[d->neps++];
+        r->ep = &d->cfg->endpoints[i];
+        r->d = d;
+        r->setup_backoff_ms = 1000;
+        uv_timer_init(&d->loop, &r->setup_timer);
+        r->setup_timer.data = r;
+        if (r->ep->kind == CFG_KIND_POSTGRES)
+            uv_timer_start(&r->setup_timer, on_setup_timer, 0, 0);
+        else
+            log_warn("daemon", "rest endpoints are not supported by this build yet;"
+                     " its mappings do not sync", "endpoint", r->ep->name);
+    }
+}
+
+int daemon_run(struct config *cfg, struct err *e)
+{
+    struct daemon *d = calloc(1, sizeof(*d));
+    int rc;
+
+    if (d == NULL)
+        return err_set(e, -ENOMEM, "out of memory");
+    d->cfg = cfg;
+    if ((rc = open_state(d, e)) != 0 || (rc = metrics_new(&d->metrics)) != 0 ||
+        (rc = health_new(&d->health)) != 0 || (rc = start_http(d, e)) != 0)
+        goto out;
+    health_set(d->health, HEALTH_NOT_READY, NULL, "starting");
+    uv_loop_init(&d->loop);
+    uv_signal_init(&d->loop, &d->sigterm);
+    uv_signal_init(&d->loop, &d->sigint);
+    d->sigterm.data = d->sigint.data = d;
+    uv_signal_start(&d->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_timer_init(&d->loop, &d->flush_timer);
+    uv_timer_init(&d->loop, &d->tick_timer);
+    d->flush_timer.data = d->tick_timer.data = d;
+    uv_timer_start(&d->flush_timer, on_flush_timer, FLUSH_MS, FLUSH_MS);
+    uv_timer_start(&d->tick_timer, on_tick, 0, TICK_MS);
+    log_info("daemon", "started", "state", cfg->state_path,
+             "http", cfg->http_listen ? cfg->http_listen : "");
+    start_all(d);
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+    if (state_in_txn(d->st))
+        state_commit(d->st, NULL);
+    rc = uv_loop_close(&d->loop);
+    if (rc != 0)
+        log_error("daemon", "event loop closed with open handles", "err", uv_strerror(rc));
+    rc = 0;
+    log_info("daemon", "stopped");
+out:
+    http_stop(d->http);
+    health_free(d->health);
+    metrics_free(d->metrics);
+    state_close(d->st);
+    free(d);
+    return rc;
+}

@@ -1,0 +1,104 @@
+#include "strbuf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void strbuf_init(struct strbuf *b)
+{
+    memset(b, 0, sizeof(*b));
+}
+
+void strbuf_free(struct strbuf *b)
+{
+    free(b->buf);
+    strbuf_init(b);
+}
+
+void strbuf_reset(struct strbuf *b)
+{
+    b->len = 0;
+    b->failed = false;
+    if (b->buf)
+        b->buf[0] = '\0';
+}
+
+static bool reserve(struct strbuf *b, size_t extra)
+{
+    size_t need = b->len + extra + 1, cap;
+    char *p;
+
+    if (b->failed)
+        return false;
+    if (need <= b->cap)
+        return true;
+    cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    p = realloc(b->buf, cap);
+    if (p == NULL) {
+        b->failed = true;
+        return false;
+    }
+    b->buf = p;
+    b->cap = cap;
+    return true;
+}
+
+void strbuf_add(struct strbuf *b, const char *s, size_t n)
+{
+    if (!reserve(b, n))
+        return;
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
+    b->buf[b->len] = '\0';
+}
+
+void strbuf_adds(struct strbuf *b, const char *s)
+{
+    strbuf_add(b, s, strlen(s));
+}
+
+void strbuf_addc(struct strbuf *b, char c)
+{
+    strbuf_add(b, &c, 1);
+}
+
+void strbuf_add_json_string(struct strbuf *b, const char *s, size_t n)
+{
+    size_t start = 0;
+    char esc[8];
+
+    strbuf_addc(b, '"');
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        const char *rep = NULL;
+
+        if (c == '"') rep = "\\\"";
+        else if (c == '\\') rep = "\\\\";
+        else if (c == '\n') rep = "\\n";
+        else if (c == '\r') rep = "\\r";
+        else if (c == '\t') rep = "\\t";
+        else if (c < 0x20) {
+            snprintf(esc, sizeof(esc), "\\u%04x", c);
+            rep = esc;
+        }
+        if (rep != NULL) {
+            strbuf_add(b, s + start, i - start);
+            strbuf_adds(b, rep);
+            start = i + 1;
+        }
+    }
+    strbuf_add(b, s + start, n - start);
+    strbuf_addc(b, '"');
+}
+
+const char *strbuf_cstr(struct strbuf *b)
+{
+    if (b->failed)
+        return NULL;
+    if (b->buf == NULL && !reserve(b, 0))
+        return NULL;
+    b->buf[b->len] = '\0';
+    return b->buf;
+}

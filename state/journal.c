@@ -1,0 +1,498 @@
+/* journal.c: the durable, ordered log of captured changes. */
+#include "journal.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "state_int.h"
+
+/* Highest commit sequence ever given out. Pruning may delete the newest
+ * transactions, so the pruned watermark and applied progress are floors:
+ * a sequence is never given out twice (applied progress relies on it). */
+static const char sql_max_seq[] =
+    "SELECT max(coalesce((SELECT max(commit_seq) FROM journal_txn), 0),"
+    "           coalesce((SELECT max(commit_seq) FROM applied), 0),"
+    "           coalesce((SELECT CAST(v AS INTEGER) FROM meta"
+    "                     WHERE k = 'journal_pruned_seq'), 0))";
+
+static int journal_max_seq(struct state *s, int64_t *out, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = state_stmt(s, ST_J_MAX_SEQ, sql_max_seq, &st, e);
+
+    if (rc < 0)
+        return rc;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st, 0);
+        rc = 0;
+    } else {
+        rc = state_sqlerr(s, e, rc, "journal: read last commit sequence");
+    }
+    state_stmt_done(s, ST_J_MAX_SEQ, st);
+    return rc;
+}
+
+int journal_recover(struct state *s, struct err *e)
+{
+    sqlite3_stmt *st;
+    bool own;
+    int n = 0;
+    int rc = state_tx_enter(s, &own, e);
+
+    if (rc < 0)
+        return rc;
+    rc = state_stmt(s, ST_J_RECOVER_CHANGES,
+                    "DELETE FROM journal_change WHERE txn IN"
+                    " (SELECT txn FROM journal_txn WHERE commit_seq IS NULL)",
+                    &st, e);
+    if (rc == 0) {
+        rc = state_step_done(s, st, e, "journal recover: delete uncommitted changes");
+        state_stmt_done(s, ST_J_RECOVER_CHANGES, st);
+    }
+    if (rc == 0)
+        rc = state_stmt(s, ST_J_RECOVER_TXNS,
+                        "DELETE FROM journal_txn WHERE commit_seq IS NULL", &st, e);
+    if (rc == 0) {
+        rc = state_step_done(s, st, e, "journal recover: delete uncommitted transactions");
+        if (rc == 0)
+            n = sqlite3_changes(s->db);
+        state_stmt_done(s, ST_J_RECOVER_TXNS, st);
+    }
+    rc = state_tx_leave(s, own, rc, e);
+    return rc < 0 ? rc : n;
+}
+
+int journal_txn_open(struct state *s, const char *endpoint, int64_t source_xid,
+                     uint64_t commit_lsn, int64_t commit_ts_us, int64_t *txn,
+                     struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (endpoint == NULL || txn == NULL)
+        return err_set(e, -EINVAL, "journal_txn_open: no endpoint");
+    if (!state_in_txn(s))
+        return err_set(e, -EINVAL, "journal_txn_open for %s outside "
+                                   "state_begin/state_commit", endpoint);
+    rc = state_stmt(s, ST_J_TXN_OPEN,
+                    "INSERT INTO journal_txn (endpoint, source_xid, commit_lsn,"
+                    " commit_ts_us, opened_at_us) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    &st, e);
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "journal open transaction", "tlull", endpoint,
+                    source_xid, commit_lsn, commit_ts_us, state_now_us(s));
+    if (rc == 0)
+        rc = state_step_done(s, st, e, "journal open transaction");
+    if (rc == 0)
+        *txn = sqlite3_last_insert_rowid(s->db);
+    state_stmt_done(s, ST_J_TXN_OPEN, st);
+    return rc;
+}
+
+int journal_append(struct state *s, int64_t txn, struct change *c,
+                   struct err *e)
+{
+    sqlite3_stmt *st;
+    char op[2];
+    int rc;
+
+    if (c == NULL || c->mapping == NULL || c->key == NULL)
+        return err_set(e, -EINVAL, "journal append to txn %" PRId64
+                                   ": change without mapping or key", txn);
+    if (c->op != CHANGE_INSERT && c->op != CHANGE_UPDATE &&
+        c->op != CHANGE_DELETE && c->op != CHANGE_TRUNCATE)
+        return err_set(e, -EINVAL, "journal append to txn %" PRId64
+                                   ": bad op %d", txn, (int)c->op);
+    op[0] = (char)c->op;
+    op[1] = '\0';
+    rc = state_stmt(s, ST_J_APPEND,
+                    "INSERT INTO journal_change (txn, mapping, op, key, old_key,"
+                    " fields, unchanged, version_us)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)", &st, e);
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "journal append", "lttttttl", txn, c->mapping, op,
+                    c->key, c->old_key, c->fields, c->unchanged, c->version_us);
+    if (rc == 0) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) {
+            c->seq = sqlite3_last_insert_rowid(s->db);
+            c->txn = txn;
+            rc = 0;
+        } else if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
+            rc = err_set(e, -ENOENT, "journal append: no transaction %" PRId64,
+                         txn);
+        } else {
+            rc = state_sqlerr(s, e, rc, "journal append to txn %" PRId64
+                              " (mapping %s)", txn, c->mapping);
+        }
+    }
+    state_stmt_done(s, ST_J_APPEND, st);
+    return rc;
+}
+
+/* Whether txn exists and is open, and how many changes it has. */
+static int journal_txn_count(struct state *s, int64_t txn, int64_t *n,
+                             struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = state_stmt(s, ST_J_COUNT,
+                        "SELECT t.commit_seq,"
+                        " (SELECT count(*) FROM journal_change c WHERE c.txn = t.txn)"
+                        " FROM journal_txn t WHERE t.txn = ?1", &st, e);
+
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "journal commit", "l", txn);
+    if (rc == 0) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            if (sqlite3_column_type(st, 0) != SQLITE_NULL)
+                rc = err_set(e, -EALREADY, "journal commit: transaction %"
+                             PRId64 " is already committed (seq %" PRId64 ")",
+                             txn, (int64_t)sqlite3_column_int64(st, 0));
+            else
+                rc = 0;
+            *n = sqlite3_column_int64(st, 1);
+        } else if (rc == SQLITE_DONE) {
+            rc = err_set(e, -ENOENT, "journal commit: no transaction %" PRId64,
+                         txn);
+        } else {
+            rc = state_sqlerr(s, e, rc, "journal commit: count changes of %"
+                              PRId64, txn);
+        }
+    }
+    state_stmt_done(s, ST_J_COUNT, st);
+    return rc;
+}
+
+int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
+                       int64_t *commit_seq, struct err *e)
+{
+    sqlite3_stmt *st;
+    int64_t n = 0, seq = 0, last = s->last_commit_seq;
+    bool own;
+    int rc = state_tx_enter(s, &own, e);
+
+    if (rc < 0)
+        return rc;
+    rc = journal_txn_count(s, txn, &n, e);
+    if (rc == 0 && n == 0) {
+        rc = state_stmt(s, ST_J_TXN_DELETE,
+                        "DELETE FROM journal_txn WHERE txn = ?1", &st, e);
+        if (rc == 0) {
+            rc = state_bind(s, st, e, "journal delete empty txn", "l", txn);
+            if (rc == 0)
+                rc = state_step_done(s, st, e, "journal delete empty txn");
+            state_stmt_done(s, ST_J_TXN_DELETE, st);
+        }
+    } else if (rc == 0) {
+        /* Only an exclusive owner can trust a cached counter. */
+        if (last < 0 || s->mode != STATE_EXCLUSIVE)
+            rc = journal_max_seq(s, &last, e);
+        seq = last + 1;
+        if (rc == 0)
+            rc = state_stmt(s, ST_J_TXN_COMMIT,
+                            "UPDATE journal_txn SET commit_seq = ?2, end_lsn = ?3,"
+                            " committed_at_us = ?4, nchanges = ?5"
+                            " WHERE txn = ?1 AND commit_seq IS NULL", &st, e);
+        if (rc == 0) {
+            rc = state_bind(s, st, e, "journal commit", "llull", txn, seq,
+                            end_lsn, state_now_us(s), n);
+            if (rc == 0)
+                rc = state_step_done(s, st, e, "journal commit");
+            state_stmt_done(s, ST_J_TXN_COMMIT, st);
+        }
+    }
+    rc = state_tx_leave(s, own, rc, e);
+    if (rc < 0)
+        return rc;
+    if (n > 0)
+        s->last_commit_seq = seq;
+    if (commit_seq != NULL)
+        *commit_seq = n > 0 ? seq : 0;
+    return 0;
+}
+
+int journal_scan_txns(struct state *s, int64_t after, int max,
+                      const char *skip_endpoint, journal_txn_fn fn, void *arg,
+                      struct err *e)
+{
+    struct journal_txn_info info;
+    sqlite3_stmt *st;
+    int rc, ret = 0;
+
+    if (fn == NULL)
+        return err_set(e, -EINVAL, "journal scan: no callback");
+    rc = state_stmt(s, ST_J_SCAN_TXNS,
+                    "SELECT txn, commit_seq, endpoint, source_xid, commit_lsn,"
+                    " end_lsn, commit_ts_us, nchanges FROM journal_txn"
+                    " WHERE commit_seq > ?1 AND (?2 IS NULL OR endpoint <> ?2)"
+                    " ORDER BY commit_seq LIMIT ?3", &st, e);
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "journal scan", "ltl", after, skip_endpoint,
+                    (int64_t)(max > 0 ? max : -1));
+    while (rc == 0) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) {
+            rc = 0;
+            break;
+        }
+        if (rc != SQLITE_ROW) {
+            rc = state_sqlerr(s, e, rc, "journal scan after %" PRId64, after);
+            break;
+        }
+        rc = 0;
+        info.txn = sqlite3_column_int64(st, 0);
+        info.commit_seq = sqlite3_column_int64(st, 1);
+        info.endpoint = state_col_text(st, 2);
+        info.source_xid = sqlite3_column_int64(st, 3);
+        info.commit_lsn = (uint64_t)sqlite3_column_int64(st, 4);
+        info.end_lsn = (uint64_t)sqlite3_column_int64(st, 5);
+        info.commit_ts_us = sqlite3_column_int64(st, 6);
+        info.nchanges = sqlite3_column_int64(st, 7);
+        if (info.endpoint == NULL) {
+            rc = err_set(e, -ENOMEM, "journal scan: out of memory");
+            break;
+        }
+        ret = fn(&info, arg);
+        if (ret != 0)
+            break;
+    }
+    state_stmt_done(s, ST_J_SCAN_TXNS, st);
+    return rc < 0 ? rc : ret;
+}
+
+/* Streams the changes of txn with seq > after_seq, at most limit (<= 0:
+ * all), through one statement. Returns fn's nonzero value when it stops
+ * the scan, else 0; *count gets the number of calls to fn. */
+static int journal_changes(struct state *s, int64_t txn, int64_t after_seq,
+                           int limit, journal_change_fn fn, void *arg,
+                           int *count, struct err *e)
+{
+    struct change c;
+    sqlite3_stmt *st;
+    int rc, ret = 0;
+
+    *count = 0;
+    if (fn == NULL)
+        return err_set(e, -EINVAL, "journal scan: no callback");
+    rc = state_stmt(s, ST_J_SCAN_CHANGES,
+                    "SELECT c.seq, t.endpoint, c.mapping, c.op, c.key, c.old_key,"
+                    " c.fields, c.unchanged, c.version_us"
+                    " FROM journal_change c JOIN journal_txn t ON t.txn = c.txn"
+                    " WHERE c.txn = ?1 AND c.seq > ?2 ORDER BY c.seq LIMIT ?3",
+                    &st, e);
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "journal scan changes", "lll", txn, after_seq,
+                    (int64_t)(limit > 0 ? limit : -1));
+    while (rc == 0) {
+        const char *op;
+
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE) {
+            rc = 0;
+            break;
+        }
+        if (rc != SQLITE_ROW) {
+            rc = state_sqlerr(s, e, rc, "journal scan changes of txn %" PRId64,
+                              txn);
+            break;
+        }
+        rc = 0;
+        memset(&c, 0, sizeof(c));
+        c.seq = sqlite3_column_int64(st, 0);
+        c.txn = txn;
+        c.endpoint = state_col_text(st, 1);
+        c.mapping = state_col_text(st, 2);
+        op = state_col_text(st, 3);
+        c.key = state_col_text(st, 4);
+        c.old_key = state_col_text(st, 5);
+        c.fields = state_col_text(st, 6);
+        c.unchanged = state_col_text(st, 7);
+        c.version_us = sqlite3_column_int64(st, 8);
+        if (c.endpoint == NULL || c.mapping == NULL || op == NULL ||
+            c.key == NULL) {
+            rc = err_set(e, -EPROTO, "journal change %" PRId64
+                         " is incomplete (or out of memory)", c.seq);
+            break;
+        }
+        c.op = (enum change_op)op[0];
+        (*count)++;
+        ret = fn(&c, arg);
+        if (ret != 0)
+            break;
+    }
+    state_stmt_done(s, ST_J_SCAN_CHANGES, st);
+    return rc < 0 ? rc : ret;
+}
+
+int journal_scan_changes(struct state *s, int64_t txn, journal_change_fn fn,
+                         void *arg, struct err *e)
+{
+    int n;
+
+    return journal_changes(s, txn, 0, 0, fn, arg, &n, e);
+}
+
+int journal_scan_changes_from(struct state *s, int64_t txn, int64_t after_seq,
+                              int limit, journal_change_fn fn, void *arg,
+                              struct err *e)
+{
+    int n;
+    int rc = journal_changes(s, txn, after_seq, limit, fn, arg, &n, e);
+
+    return rc < 0 ? rc : n;
+}
+
+int journal_depth(struct state *s, int64_t after, int64_t *txns,
+                  int64_t *changes, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = state_stmt(s, ST_J_DEPTH,
+                        "SELECT count(*), coalesce(sum(nchanges), 0)"
+                        " FROM journal_txn WHERE commit_seq > ?1", &st, e);
+
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "journal depth", "l", after);
+    if (rc == 0) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            if (txns != NULL)
+                *txns = sqlite3_column_int64(st, 0);
+            if (changes != NULL)
+                *changes = sqlite3_column_int64(st, 1);
+            rc = 0;
+        } else {
+            rc = state_sqlerr(s, e, rc, "journal depth after %" PRId64, after);
+        }
+    }
+    state_stmt_done(s, ST_J_DEPTH, st);
+    return rc;
+}
+
+int journal_last_commit_seq(struct state *s, int64_t *out, struct err *e)
+{
+    if (out == NULL)
+        return err_set(e, -EINVAL, "journal_last_commit_seq: no output");
+    return journal_max_seq(s, out, e);
+}
+
+int journal_endpoint_stats(struct state *s, const char *endpoint,
+                           uint64_t *last_end_lsn, int64_t *txns,
+                           struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (endpoint == NULL)
+        return err_set(e, -EINVAL, "journal stats: no endpoint");
+    rc = state_stmt(s, ST_J_EP_STATS,
+                    "SELECT coalesce((SELECT end_lsn FROM journal_txn"
+                    "  WHERE endpoint = ?1 AND commit_seq IS NOT NULL"
+                    "  ORDER BY commit_seq DESC LIMIT 1), 0),"
+                    " (SELECT count(*) FROM journal_txn"
+                    "  WHERE endpoint = ?1 AND commit_seq IS NOT NULL)", &st, e);
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "journal stats", "t", endpoint);
+    if (rc == 0) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            if (last_end_lsn != NULL)
+                *last_end_lsn = (uint64_t)sqlite3_column_int64(st, 0);
+            if (txns != NULL)
+                *txns = sqlite3_column_int64(st, 1);
+            rc = 0;
+        } else {
+            rc = state_sqlerr(s, e, rc, "journal stats of %s", endpoint);
+        }
+    }
+    state_stmt_done(s, ST_J_EP_STATS, st);
+    return rc;
+}
+
+/* Runs a cached prune statement bound to (upto, cutoff). */
+static int journal_prune_step(struct state *s, enum state_stmt_id id,
+                              const char *sql, int64_t upto, int64_t cutoff,
+                              int64_t *max, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = state_stmt(s, id, sql, &st, e);
+
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "journal prune", "ll", upto, cutoff);
+    if (rc == 0) {
+        rc = sqlite3_step(st);
+        if (max != NULL && rc == SQLITE_ROW) {
+            *max = sqlite3_column_int64(st, 0);
+            rc = 0;
+        } else if (max == NULL && rc == SQLITE_DONE) {
+            rc = 0;
+        } else {
+            rc = state_sqlerr(s, e, rc, "journal prune up to %" PRId64, upto);
+        }
+    }
+    state_stmt_done(s, id, st);
+    return rc;
+}
+
+/* Remembers the highest pruned sequence so it is never given out again. */
+static int journal_prune_mark(struct state *s, int64_t max, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = state_stmt(s, ST_J_PRUNE_MARK,
+                        "INSERT INTO meta (k, v) VALUES ('journal_pruned_seq', ?1)"
+                        " ON CONFLICT (k) DO UPDATE SET v ="
+                        " max(CAST(v AS INTEGER), CAST(excluded.v AS INTEGER))",
+                        &st, e);
+
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "journal prune watermark", "l", max);
+    if (rc == 0)
+        rc = state_step_done(s, st, e, "journal prune watermark");
+    state_stmt_done(s, ST_J_PRUNE_MARK, st);
+    return rc;
+}
+
+int journal_prune(struct state *s, int64_t upto, int retention_s,
+                  struct err *e)
+{
+    int64_t cutoff, max = 0;
+    bool own;
+    int rc;
+
+    if (retention_s < 0)
+        return err_set(e, -EINVAL, "journal prune: negative retention %d",
+                       retention_s);
+    cutoff = state_now_us(s) - (int64_t)retention_s * 1000000;
+    rc = state_tx_enter(s, &own, e);
+    if (rc < 0)
+        return rc;
+    rc = journal_prune_step(s, ST_J_PRUNE_MAX,
+                            "SELECT coalesce(max(commit_seq), 0) FROM journal_txn"
+                            " WHERE commit_seq <= ?1 AND committed_at_us <= ?2",
+                            upto, cutoff, &max, e);
+    if (rc == 0 && max > 0)
+        rc = journal_prune_mark(s, max, e);
+    if (rc == 0 && max > 0)
+        rc = journal_prune_step(s, ST_J_PRUNE_CHANGES,
+                                "DELETE FROM journal_change WHERE txn IN"
+                                " (SELECT txn FROM journal_txn WHERE commit_seq <= ?1"
+                                "  AND committed_at_us <= ?2)",
+                                upto, cutoff, NULL, e);
+    if (rc == 0 && max > 0)
+        rc = journal_prune_step(s, ST_J_PRUNE_TXNS,
+                                "DELETE FROM journal_txn WHERE commit_seq <= ?1"
+                                " AND committed_at_us <= ?2",
+                                upto, cutoff, NULL, e);
+    return state_tx_leave(s, own, rc, e);
+}

@@ -1,0 +1,153 @@
+/* state_int.h: internals shared by the state/ files only (never included
+ * from outside state/). The struct, the prepared-statement cache and small
+ * helpers that keep every SQLite result checked. */
+#ifndef TANDEM_STATE_INT_H
+#define TANDEM_STATE_INT_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "state.h"
+
+/* One slot per cached statement. Each is prepared on first use and kept
+ * until state_close, so hot paths only reset and bind. */
+enum state_stmt_id {
+    /* state.c */
+    ST_BEGIN = 0,
+    ST_COMMIT,
+    ST_ROLLBACK,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
+    ST_POS_GET,
+    ST_POS_SET,
+    ST_APPLIED_GET,
+    ST_APPLIED_SET,
+    ST_META_GET,
+    ST_META_SET,
+    /* journal.c */
+    ST_J_TXN_OPEN,
+    ST_J_APPEND,
+    ST_J_COUNT,
+    ST_J_TXN_DELETE,
+    ST_J_TXN_COMMIT,
+    ST_J_MAX_SEQ,
+    ST_J_SCAN_TXNS,
+    ST_J_SCAN_CHANGES,
+    ST_J_DEPTH,
+    ST_J_EP_STATS,
+    ST_J_RECOVER_CHANGES,
+    ST_J_RECOVER_TXNS,
+    ST_J_PRUNE_MAX,
+    ST_J_PRUNE_CHANGES,
+    ST_J_PRUNE_TXNS,
+    ST_J_PRUNE_MARK,
+    /* shadow.c */
+    ST_SH_GET,
+    ST_SH_PUT,
+    ST_SH_DELETE,
+    ST_SH_SCAN,
+    ST_SH_COUNT,
+    ST_XR_PUT,
+    ST_XR_GET_B,
+    ST_XR_GET_A,
+    ST_XR_DELETE,
+    /* conflicts.c */
+    ST_CF_INSERT,
+    ST_CF_LIST,
+    ST_CF_LIST_OPEN,
+    ST_CF_GET,
+    ST_CF_RESOLVE,
+    ST_CF_EXISTS,
+    ST_CF_COUNT,
+    ST_CF_COUNT_OPEN,
+    ST_CF_FIND_OPEN,
+    /* dlq.c */
+    ST_DLQ_ADD,
+    ST_DLQ_LIST,
+    ST_DLQ_LIST_ALL,
+    ST_DLQ_GET,
+    ST_DLQ_STATUS,
+    ST_DLQ_SET_STATUS,
+    ST_DLQ_REQUEST_RETRY,
+    ST_DLQ_RETRY_FAILED,
+    ST_DLQ_LIST_RETRY,
+    ST_DLQ_COUNT_OPEN,
+    ST_PK_PARK,
+    ST_PK_UNPARK,
+    ST_PK_GET,
+    ST_PK_LIST,
+    ST_PK_LIST_MAPPING,
+    ST_PK_COUNT_REASON,
+    ST_PK_COUNT,
+    /* canary.c */
+    ST_CN_SENT,
+    ST_CN_SEEN,
+    ST_CN_GET,
+    ST_CN_LIST,
+    ST__COUNT
+};
+
+struct state {
+    sqlite3 *db;
+    char *path;
+    enum state_mode mode;
+    int lock_fd;                    /* -1 unless EXCLUSIVE */
+    int version;                    /* schema version in the file */
+    int64_t last_commit_seq;        /* cached, -1 when unknown */
+    bool batch;                     /* state_begin opened a transaction */
+    state_clock_fn clock;
+    void *clock_arg;
+    sqlite3_stmt *stmt[ST__COUNT];
+};
+
+/* Sets *out to the cached statement id, preparing it from sql on first
+ * use. When the cached one is still stepping (a callback re-entered the
+ * same scan), a fresh private statement is prepared instead. Release every
+ * statement obtained here with state_stmt_done. */
+int state_stmt(struct state *s, enum state_stmt_id id, const char *sql,
+               sqlite3_stmt **out, struct err *e);
+
+/* Resets a statement from state_stmt (finalizes a private one). */
+void state_stmt_done(struct state *s, enum state_stmt_id id, sqlite3_stmt *st);
+
+/* Fills e with "<what>: <sqlite message>" and returns the errno matching
+ * the SQLite result code rc (-EPROTO for a corrupt or foreign file,
+ * -EBUSY, -ENOSPC, -EROFS, -ENOMEM, else -EIO). */
+int state_sqlerr(struct state *s, struct err *e, int rc, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Binds parameters 1..n of st from a type string, one letter each:
+ *   't' const char * (NULL binds SQL NULL), 'l' int64_t, 'u' uint64_t
+ *   (stored bit-for-bit as a 64-bit integer), 'i' int, 'b' bool.
+ * what names the operation in the error message. */
+int state_bind(struct state *s, sqlite3_stmt *st, struct err *e,
+               const char *what, const char *types, ...);
+
+/* Steps a statement that returns no rows; 0 or an errno with e set. */
+int state_step_done(struct state *s, sqlite3_stmt *st, struct err *e,
+                    const char *what);
+
+/* Makes a multi-statement operation atomic: inside an open transaction
+ * it takes a savepoint, otherwise it begins an IMMEDIATE transaction.
+ * state_tx_leave commits (rc == 0) or rolls back (rc < 0) and returns rc,
+ * or the commit's error. */
+int state_tx_enter(struct state *s, bool *own, struct err *e);
+int state_tx_leave(struct state *s, bool own, int rc, struct err *e);
+
+/* The state clock, µs since the Unix epoch. */
+int64_t state_now_us(struct state *s);
+
+/* Copies column col of a row into buf (cap bytes, NUL included):
+ * -ERANGE when it does not fit, -ENOENT when it is NULL. */
+int state_column_copy(struct state *s, sqlite3_stmt *st, int col, char *buf,
+                      size_t cap, struct err *e, const char *what);
+
+/* Column text or NULL, as a C string. */
+static inline const char *state_col_text(sqlite3_stmt *st, int col)
+{
+    return (const char *)sqlite3_column_text(st, col);
+}
+
+#endif

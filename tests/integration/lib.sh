@@ -1,0 +1,179 @@
+# lib.sh: helpers for integration tests, sourced by tests/integration/test_*.sh.
+# Starts throwaway PostgreSQL 15 clusters (initdb into a temp dir, run as the
+# postgres user, loopback only, wal_level=logical) and always stops them on
+# exit, even when a test fails.
+set -euo pipefail
+
+TANDEM=${1:-${TANDEM:-}}
+[ -n "$TANDEM" ] || { echo "usage: $0 path/to/tandem" >&2; exit 2; }
+TANDEM=$(readlink -f "$TANDEM")
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+WORK=$(mktemp -d /tmp/tandem-it.XXXXXX)
+chmod 755 "$WORK"
+CLUSTERS=()
+DAEMONS=()
+FAILS=0
+PASSES=0
+
+cleanup() {
+  local rc=$?
+  for pid in "${DAEMONS[@]:-}"; do
+    [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true
+  done
+  for d in "${CLUSTERS[@]:-}"; do
+    [ -n "$d" ] && run_pg "$PGBIN/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
+  done
+  if [ "${KEEP_WORK:-0}" = 1 ] || [ $rc -ne 0 ] || [ $FAILS -ne 0 ]; then
+    echo "# work dir kept: $WORK" >&2
+    for f in "$WORK"/*.log; do
+      [ -f "$f" ] || continue
+      echo "# --- tail $f" >&2; tail -n 30 "$f" >&2
+    done
+  else
+    rm -rf "$WORK"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+
+run_pg() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+# free_port: a loopback TCP port nobody listens on (bash only, no python).
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+      echo "$p"; return
+    fi
+  done
+}
+
+# pg_start NAME: starts a cluster; sets ${NAME}_PORT and ${NAME}_DIR.
+pg_start() {
+  local name=$1 dir="$WORK/pg_$1" port
+  port=$(free_port)
+  mkdir -p "$dir"
+  chown postgres "$dir" 2>/dev/null || true
+  run_pg "$PGBIN/initdb" -D "$dir/data" -U postgres -A trust --no-sync -E UTF8 >"$WORK/initdb_$name.log" 2>&1
+  cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+wal_level = logical
+max_wal_senders = 10
+max_replication_slots = 10
+max_logical_replication_workers = 8
+max_worker_processes = 16
+fsync = off
+synchronous_commit = on
+wal_sender_timeout = 60s
+track_commit_timestamp = on
+CONF
+  CLUSTERS+=("$dir/data")
+  run_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$WORK/pg_$name.log" -w start >/dev/null
+  printf -v "${name}_PORT" '%s' "$port"
+  printf -v "${name}_DIR" '%s' "$dir/data"
+  psql_on "$name" -c "select 1" >/dev/null
+}
+
+pg_stop() { run_pg "$PGBIN/pg_ctl" -D "$WORK/pg_$1/data" -m fast -w stop >/dev/null; }
+pg_restart_cluster() { run_pg "$PGBIN/pg_ctl" -D "$WORK/pg_$1/data" -l "$WORK/pg_$1.log" -w start >/dev/null; }
+
+port_of() { local v="${1}_PORT"; echo "${!v}"; }
+conninfo_of() { echo "host=127.0.0.1 port=$(port_of "$1") dbname=postgres user=postgres"; }
+
+# psql_on NAME ARGS...: runs psql against cluster NAME, quiet, tuples only.
+psql_on() {
+  local name=$1; shift
+  psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$(port_of "$name")" -U postgres -d postgres "$@"
+}
+
+# start_tandem CONFIG LOG: runs `tandem run` in the background; sets TANDEM_PID.
+start_tandem() {
+  "$TANDEM" run -c "$1" >>"$2" 2>&1 &
+  TANDEM_PID=$!
+  DAEMONS+=("$TANDEM_PID")
+}
+
+# wait_for DESC TIMEOUT_S CMD...: polls CMD until it succeeds.
+wait_for() {
+  local desc=$1 timeout=$2 i=0; shift 2
+  while ! "$@" >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ $i -gt $((timeout * 10)) ]; then
+      echo "timeout waiting for: $desc" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
+
+# check DESC CMD...: one assertion; prints ok/FAIL and counts.
+check() {
+  local desc=$1; shift
+  if "$@"; then
+    PASSES=$((PASSES + 1)); echo "ok - $desc"
+  else
+    FAILS=$((FAILS + 1)); echo "FAIL - $desc"
+  fi
+}
+
+# expect_eq DESC EXPECTED ACTUAL
+expect_eq() {
+  if [ "$2" = "$3" ]; then
+    PASSES=$((PASSES + 1)); echo "ok - $1"
+  else
+    FAILS=$((FAILS + 1)); echo "FAIL - $1: expected [$2], got [$3]"
+  fi
+}
+
+finish() {
+  echo "# $PASSES checks passed, $FAILS failed"
+  [ $FAILS -eq 0 ]
+}
+
+# pg_pg_config FILE DIRECTION TABLE[:f1,f2,...]... : a pipeline between
+# clusters A and B mapping each TABLE (same name and columns on both sides;
+# fields default to id,v) with key id.
+pg_pg_config() {
+  local file=$1 dir=$2; shift 2
+  local maps="" sep="" spec t f fields fsep
+  for spec in "$@"; do
+    t=${spec%%:*}; fields=""; fsep=""
+    [ "$spec" = "$t" ] && spec="$t:id,v"
+    for f in $(echo "${spec#*:}" | tr ',' ' '); do fields="$fields$fsep\"$f\": \"$f\""; fsep=", "; done
+    maps="$maps$sep{ \"name\": \"$t\",
+      \"a\": { \"endpoint\": \"A\", \"table\": \"public.$t\", \"key\": [\"id\"] },
+      \"b\": { \"endpoint\": \"B\", \"table\": \"public.$t\", \"key\": [\"id\"] },
+      \"fields\": { $fields }, \"direction\": \"$dir\",
+      \"conflict\": { \"strategy\": \"last_write_wins\" } }"
+    sep=", "
+  done
+  cat >"$file" <<JSON
+{ "name": "it",
+  "state": { "path": "$WORK/state.db" },
+  "log": { "level": "${LOG_LEVEL:-info}" },
+  "http": { "listen": "127.0.0.1:${HTTP_PORT:-0}" },
+  "endpoints": {
+    "A": { "kind": "postgres", "conninfo": "$(conninfo_of A)",
+           "publication": "tandem_a", "slot": "tandem_a", "origin": "tandem_a" },
+    "B": { "kind": "postgres", "conninfo": "$(conninfo_of B)",
+           "publication": "tandem_b", "slot": "tandem_b", "origin": "tandem_b" } },
+  "mappings": [ $maps ] }
+JSON
+}
+
+# sq SQL: runs SQL on the state file (read-only).
+sq() { sqlite3 -readonly -cmd ".timeout 5000" "$WORK/state.db" "$@"; }
+
+# table_md5 NAME TABLE [COLUMNS]: md5 over the ordered rows of TABLE.
+table_md5() {
+  psql_on "$1" -c "select md5(coalesce(string_agg(r::text, '|' order by r.id), '')) from (select ${3:-*} from $2) r"
+}

@@ -1,0 +1,338 @@
+/* test_shadow.c: shadow records, key cross-reference, conflict log. */
+#include <errno.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "state/conflicts.h"
+#include "state/shadow.h"
+#include "state/state.h"
+
+struct fx {
+    char dir[256];
+    char path[300];
+    int64_t now;
+    struct state *s;
+};
+
+static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+    (void)sb; (void)flag; (void)f;
+    return remove(p);
+}
+
+static int64_t fake_clock(void *arg)
+{
+    return ((struct fx *)arg)->now;
+}
+
+static int setup(void **ctx)
+{
+    struct fx *fx = calloc(1, sizeof(*fx));
+    const char *t = getenv("TMPDIR");
+    struct err e = {0};
+
+    assert_non_null(fx);
+    snprintf(fx->dir, sizeof(fx->dir), "%s/tandem-shadow-XXXXXX",
+             t != NULL && t[0] != '\0' ? t : "/tmp");
+    assert_non_null(mkdtemp(fx->dir));
+    snprintf(fx->path, sizeof(fx->path), "%s/state.db", fx->dir);
+    assert_int_equal(state_open(&fx->s, fx->path, STATE_EXCLUSIVE, &e), 0);
+    fx->now = 1000;
+    state_set_clock(fx->s, fake_clock, fx);
+    *ctx = fx;
+    return 0;
+}
+
+static int teardown(void **ctx)
+{
+    struct fx *fx = *ctx;
+
+    state_close(fx->s);
+    nftw(fx->dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    free(fx);
+    return 0;
+}
+
+static void reopen(struct fx *fx)
+{
+    struct err e = {0};
+
+    state_close(fx->s);
+    assert_int_equal(state_open(&fx->s, fx->path, STATE_EXCLUSIVE, &e), 0);
+    state_set_clock(fx->s, fake_clock, fx);
+}
+
+static void test_shadow_put_get(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct shadow sh = {0}, got = {0};
+    char hash[SHADOW_HASH_LEN + 1];
+
+    assert_int_equal(shadow_get(fx->s, "customers", "[\"1\"]", &got, &e), -ENOENT);
+    assert_null(got.fields);
+    memset(hash, 'a', SHADOW_HASH_LEN);
+    hash[SHADOW_HASH_LEN] = '\0';
+    memcpy(sh.hash, hash, sizeof(hash));
+    sh.fields = "{\"id\":\"1\",\"name\":\"A\"}";
+    sh.version_a_us = 10;
+    sh.version_b_us = 20;
+    assert_int_equal(shadow_put(fx->s, "customers", "[\"1\"]", &sh, &e), 0);
+    reopen(fx);
+    assert_int_equal(shadow_get(fx->s, "customers", "[\"1\"]", &got, &e), 0);
+    assert_string_equal(got.hash, hash);
+    assert_string_equal(got.fields, "{\"id\":\"1\",\"name\":\"A\"}");
+    assert_int_equal(got.version_a_us, 10);
+    assert_int_equal(got.version_b_us, 20);
+    assert_false(got.tombstone);
+    shadow_clear(&got);
+    assert_null(got.fields);
+    shadow_clear(NULL);
+    /* Same key, other mapping: separate. */
+    assert_int_equal(shadow_get(fx->s, "orders", "[\"1\"]", &got, &e), -ENOENT);
+}
+
+static void test_shadow_replace_tombstone(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct shadow sh = {0}, got = {0};
+    int64_t n = 0;
+
+    strcpy(sh.hash, "h1");
+    sh.fields = "{\"name\":\"A\"}";
+    sh.version_a_us = 1;
+    assert_int_equal(shadow_put(fx->s, "m", "k", &sh, &e), 0);
+    strcpy(sh.hash, "h2");
+    sh.fields = "{\"name\":\"B\"}";
+    sh.version_b_us = 5;
+    assert_int_equal(shadow_put(fx->s, "m", "k", &sh, &e), 0);
+    assert_int_equal(shadow_get(fx->s, "m", "k", &got, &e), 0);
+    assert_string_equal(got.hash, "h2");
+    assert_string_equal(got.fields, "{\"name\":\"B\"}");
+    assert_int_equal(got.version_b_us, 5);
+    shadow_clear(&got);
+    /* Deleted at version 9: a tombstone, fields may be NULL. */
+    strcpy(sh.hash, "");
+    sh.fields = NULL;
+    sh.version_a_us = 9;
+    sh.tombstone = true;
+    assert_int_equal(shadow_put(fx->s, "m", "k", &sh, &e), 0);
+    assert_int_equal(shadow_get(fx->s, "m", "k", &got, &e), 0);
+    assert_true(got.tombstone);
+    assert_null(got.fields);
+    assert_int_equal(got.version_a_us, 9);
+    shadow_clear(&got);
+    assert_int_equal(shadow_count(fx->s, "m", true, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(shadow_count(fx->s, "m", false, &n, &e), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(shadow_delete(fx->s, "m", "k", &e), 0);
+    assert_int_equal(shadow_delete(fx->s, "m", "k", &e), -ENOENT);
+    assert_int_equal(shadow_get(fx->s, "m", "k", &got, &e), -ENOENT);
+    assert_int_equal(shadow_put(fx->s, "m", NULL, &sh, &e), -EINVAL);
+}
+
+struct keys {
+    int n;
+    char key[8][16];
+};
+
+static int collect_key(const char *key, const struct shadow *sh, void *arg)
+{
+    struct keys *k = arg;
+
+    assert_non_null(sh->fields);
+    snprintf(k->key[k->n++], 16, "%s", key);
+    return k->n == 8 ? 1 : 0;
+}
+
+static void test_shadow_scan(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct shadow sh = { .hash = "h", .fields = "{}" };
+    struct keys k = {0};
+    const char *keys[] = { "[\"3\"]", "[\"1\"]", "[\"2\"]", "[\"5\"]", "[\"4\"]" };
+
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(shadow_put(fx->s, "m", keys[i], &sh, &e), 0);
+    assert_int_equal(shadow_put(fx->s, "other", "[\"0\"]", &sh, &e), 0);
+    assert_int_equal(shadow_scan(fx->s, "m", NULL, 2, collect_key, &k, &e), 0);
+    assert_int_equal(k.n, 2);
+    assert_string_equal(k.key[0], "[\"1\"]");
+    assert_string_equal(k.key[1], "[\"2\"]");
+    assert_int_equal(shadow_scan(fx->s, "m", k.key[1], 0, collect_key, &k, &e), 0);
+    assert_int_equal(k.n, 5);
+    assert_string_equal(k.key[2], "[\"3\"]");
+    assert_string_equal(k.key[4], "[\"5\"]");
+}
+
+static void test_xref(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    char buf[32], tiny[3];
+
+    assert_int_equal(xref_get_b(fx->s, "m", "[\"1\"]", buf, sizeof(buf), &e), -ENOENT);
+    assert_int_equal(xref_put(fx->s, "m", "[\"1\"]", "[\"abc\"]", &e), 0);
+    assert_int_equal(xref_put(fx->s, "m", "[\"2\"]", "[\"def\"]", &e), 0);
+    assert_int_equal(xref_get_b(fx->s, "m", "[\"1\"]", buf, sizeof(buf), &e), 0);
+    assert_string_equal(buf, "[\"abc\"]");
+    assert_int_equal(xref_get_a(fx->s, "m", "[\"def\"]", buf, sizeof(buf), &e), 0);
+    assert_string_equal(buf, "[\"2\"]");
+    assert_int_equal(xref_get_a(fx->s, "other", "[\"def\"]", buf, sizeof(buf), &e),
+                     -ENOENT);
+    assert_int_equal(xref_get_b(fx->s, "m", "[\"1\"]", tiny, sizeof(tiny), &e), -ERANGE);
+    /* Re-pairing replaces the old pairing both ways. */
+    assert_int_equal(xref_put(fx->s, "m", "[\"1\"]", "[\"def\"]", &e), 0);
+    assert_int_equal(xref_get_a(fx->s, "m", "[\"def\"]", buf, sizeof(buf), &e), 0);
+    assert_string_equal(buf, "[\"1\"]");
+    assert_int_equal(xref_get_a(fx->s, "m", "[\"abc\"]", buf, sizeof(buf), &e), -ENOENT);
+    assert_int_equal(xref_get_b(fx->s, "m", "[\"2\"]", buf, sizeof(buf), &e), -ENOENT);
+    assert_int_equal(xref_delete(fx->s, "m", "[\"1\"]", &e), 0);
+    assert_int_equal(xref_delete(fx->s, "m", "[\"1\"]", &e), -ENOENT);
+    assert_int_equal(xref_get_a(fx->s, "m", "[\"def\"]", buf, sizeof(buf), &e), -ENOENT);
+}
+
+struct clist {
+    int n;
+    int64_t id[16];
+    bool open[16];
+    char key[16][16];
+    char result[16][32];
+    char rule[16][32];
+    int64_t resolved[16];
+};
+
+static int collect_conflict(const struct conflict *c, void *arg)
+{
+    struct clist *l = arg;
+
+    l->id[l->n] = c->id;
+    l->open[l->n] = c->open;
+    l->resolved[l->n] = c->resolved_ts_us;
+    snprintf(l->key[l->n], 16, "%s", c->key);
+    snprintf(l->result[l->n], 32, "%s", c->result ? c->result : "(null)");
+    snprintf(l->rule[l->n], 32, "%s", c->rule ? c->rule : "(null)");
+    l->n++;
+    return 0;
+}
+
+static int check_full(const struct conflict *c, void *arg)
+{
+    (void)arg;
+    assert_string_equal(c->mapping, "customers");
+    assert_string_equal(c->strategy, "last_write_wins");
+    assert_string_equal(c->base, "{\"name\":\"A\"}");
+    assert_string_equal(c->side_a, "{\"name\":\"B\"}");
+    assert_null(c->side_b);
+    assert_string_equal(c->result, "{\"name\":\"B\"}");
+    assert_string_equal(c->rule, "a newer (t_a > t_b)");
+    assert_int_equal(c->version_a_us, 30);
+    assert_int_equal(c->version_b_us, 20);
+    assert_int_equal(c->ts_us, 1000);
+    assert_false(c->open);
+    return 0;
+}
+
+static void test_conflicts(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct clist l = {0};
+    int64_t n = -1, id = 0;
+    struct conflict c1 = {
+        .mapping = "customers", .key = "[\"1\"]", .strategy = "last_write_wins",
+        .base = "{\"name\":\"A\"}", .side_a = "{\"name\":\"B\"}", .side_b = NULL,
+        .result = "{\"name\":\"B\"}", .rule = "a newer (t_a > t_b)",
+        .version_a_us = 30, .version_b_us = 20
+    };
+    struct conflict c2 = {
+        .mapping = "customers", .key = "[\"2\"]", .strategy = "manual",
+        .side_a = "{}", .side_b = "{}", .open = true
+    };
+    struct conflict c3 = {
+        .mapping = "customers", .key = "[\"3\"]", .strategy = "manual", .open = true
+    };
+    struct conflict bad = { .mapping = "customers", .key = "[\"3\"]" };
+
+    assert_int_equal(conflict_count(fx->s, false, &n, &e), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(conflict_record(fx->s, &c1, &e), 0);
+    fx->now = 2000;
+    assert_int_equal(conflict_record(fx->s, &c2, &e), 0);
+    fx->now = 3000;
+    assert_int_equal(conflict_record(fx->s, &c3, &e), 0);
+    assert_int_equal(conflict_record(fx->s, &bad, &e), -EINVAL);
+    assert_true(c1.id > 0 && c2.id > c1.id && c3.id > c2.id);
+    assert_int_equal(c2.ts_us, 2000);
+
+    assert_int_equal(conflict_get(fx->s, c1.id, check_full, NULL, &e), 0);
+    assert_int_equal(conflict_get(fx->s, 999, check_full, NULL, &e), -ENOENT);
+
+    assert_int_equal(conflict_list(fx->s, false, 0, collect_conflict, &l, &e), 0);
+    assert_int_equal(l.n, 3);
+    assert_int_equal(l.id[0], c3.id);   /* newest first */
+    assert_int_equal(l.id[2], c1.id);
+    assert_int_equal(l.resolved[2], 1000);
+    assert_int_equal(l.resolved[0], 0);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(conflict_list(fx->s, true, 0, collect_conflict, &l, &e), 0);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.id[0], c3.id);
+    assert_int_equal(l.id[1], c2.id);
+    assert_true(l.open[0] && l.open[1]);
+    assert_string_equal(l.result[0], "(null)");
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(conflict_list(fx->s, false, 2, collect_conflict, &l, &e), 0);
+    assert_int_equal(l.n, 2);
+
+    assert_int_equal(conflict_count(fx->s, false, &n, &e), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(conflict_count(fx->s, true, &n, &e), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(conflict_find_open(fx->s, "customers", "[\"2\"]", &id, &e), 0);
+    assert_int_equal(id, c2.id);
+    assert_int_equal(conflict_find_open(fx->s, "customers", "[\"1\"]", &id, &e), -ENOENT);
+
+    fx->now = 4000;
+    assert_int_equal(conflict_resolve(fx->s, c2.id, "{\"name\":\"Z\"}",
+                                      "operator took a", &e), 0);
+    assert_int_equal(conflict_resolve(fx->s, c2.id, "{}", NULL, &e), -EALREADY);
+    assert_int_equal(conflict_resolve(fx->s, 999, "{}", NULL, &e), -ENOENT);
+    assert_int_equal(conflict_resolve(fx->s, c3.id, NULL, NULL, &e), -EINVAL);
+    assert_int_equal(conflict_count(fx->s, true, &n, &e), 0);
+    assert_int_equal(n, 1);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(conflict_get(fx->s, c2.id, collect_conflict, &l, &e), 0);
+    assert_false(l.open[0]);
+    assert_string_equal(l.result[0], "{\"name\":\"Z\"}");
+    assert_string_equal(l.rule[0], "operator took a");
+    assert_int_equal(l.resolved[0], 4000);
+    assert_int_equal(conflict_find_open(fx->s, "customers", "[\"2\"]", &id, &e), -ENOENT);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_shadow_put_get),
+        T(test_shadow_replace_tombstone),
+        T(test_shadow_scan),
+        T(test_xref),
+        T(test_conflicts),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
