@@ -121,9 +121,9 @@ static void format_ts(char *out, size_t cap)
 
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
+    snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, (long)(tv.tv_usec / 1000));
+             tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
 }
 
 /* Copies v into scratch with secrets masked. */
@@ -159,7 +159,7 @@ static void put_field(struct line *l, const char *k, const char *v)
 void log_event(enum log_level lvl, const char *mod, const char *msg, ...)
 {
     struct line l = { .len = 0 };
-    char ts[40], m[LOG_LINE_MAX];
+    char ts[64], m[LOG_LINE_MAX];
     va_list ap;
     const char *k;
 

@@ -262,7 +262,7 @@ static int check_table(PGconn *conn, const struct cfg_endpoint *ep,
                        struct err *e)
 {
     struct check_ctx *k = arg;
-    const char *p[] = { side->table, ep->publication, side->schema, side->relname };
+    const char *p[] = { ep->publication, side->schema, side->relname };
     char what[512], *ident;
     PGresult *r;
     int bad = 0;
@@ -270,10 +270,10 @@ static int check_table(PGconn *conn, const struct cfg_endpoint *ep,
     r = pgconn_query(conn,
         "select c.relreplident, has_table_privilege(c.oid, 'select'),"
         " has_table_privilege(c.oid, 'insert,update,delete'),"
-        " exists(select 1 from pg_publication_tables where pubname = $2"
-        "   and schemaname = $3 and tablename = $4)"
-        " from pg_class c where c.oid = to_regclass(quote_ident($3) || '.' || quote_ident($4))",
-        4, p, e);
+        " exists(select 1 from pg_publication_tables where pubname = $1"
+        "   and schemaname = $2 and tablename = $3)"
+        " from pg_class c where c.oid = to_regclass(quote_ident($2) || '.' || quote_ident($3))",
+        3, p, e);
     if (r == NULL)
         return -EIO;
     snprintf(what, sizeof(what), "table %s", side->table);

@@ -411,8 +411,8 @@ const char *pgo_msg_name(char type)
 static int decode_relation(struct pgo_decoder *d, struct cur *c,
                            struct pgo_msg *out)
 {
-    const char *nsp, *relname, *name;
-    size_t nsplen, rellen, namelen, strbytes, colstart;
+    const char *nsp = NULL, *relname = NULL, *name = NULL;
+    size_t nsplen = 0, rellen = 0, namelen = 0, strbytes, colstart;
     struct pgo_relation *rel;
     uint32_t oid, typoid;
     int32_t typmod;

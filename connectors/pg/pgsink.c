@@ -603,7 +603,7 @@ static int on_journal_change(const struct change *c, void *arg)
 
 static int send_commit(struct pgsink *s)
 {
-    char lsn[PGO_LSN_STRLEN], ts[40];
+    char lsn[PGO_LSN_STRLEN], ts[64];
     const char *v[2] = { lsn, ts };
     struct q_entry *q;
 
@@ -686,6 +686,14 @@ static void feed(struct pgsink *s)
             }
             s->cur_txn = 0;
         }
+    }
+    /* Everything fed is committed and the rest was not for this target:
+     * count it as applied so depth and status do not wait on it. */
+    if (s->state == SK_READY && s->qlen == 0 && !s->in_txn && s->cur_txn == 0 &&
+        s->fed_seq > s->applied_seq) {
+        s->applied_seq = s->fed_seq;
+        if (state_begin(s->st, NULL) == 0)
+            state_applied_set(s->st, s->ep->name, s->applied_seq, NULL);
     }
     if (s->state == SK_READY && s->qlen > 0) {
         if (PQflush(s->conn) == 1)

@@ -196,14 +196,16 @@ static void on_relation(struct pgsrc *p, const struct pgo_relation *rel)
 
 /* ---- changes ---- */
 
+/* Every append must sit inside a state transaction: the owner commits
+ * them in groups, also in the middle of a large source transaction. */
 static int ensure_txn(struct pgsrc *p, struct err *e)
 {
     int rc;
 
-    if (p->txn != 0)
-        return 0;
     if ((rc = state_begin(p->st, e)) != 0)
         return rc;
+    if (p->txn != 0)
+        return 0;
     return journal_txn_open(p->st, p->ep->name, p->xid, p->final_lsn,
                             p->commit_ts_us, &p->txn, e);
 }
@@ -370,7 +372,9 @@ static int on_commit(struct pgsrc *p, const struct pgo_msg *msg, struct err *e)
     int rc;
 
     if (p->txn != 0) {
-        if ((rc = journal_txn_commit(p->st, p->txn, msg->u.commit.end_lsn, &seq, e)) != 0)
+        /* Same state transaction as the position saved at the next flush. */
+        if ((rc = state_begin(p->st, e)) != 0 ||
+            (rc = journal_txn_commit(p->st, p->txn, msg->u.commit.end_lsn, &seq, e)) != 0)
             return rc;
         p->stats.txns++;
     }

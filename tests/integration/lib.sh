@@ -77,13 +77,16 @@ wal_sender_timeout = 60s
 track_commit_timestamp = on
 CONF
   CLUSTERS+=("$dir/data")
+  touch "$WORK/pg_$name.log"
+  chown postgres "$WORK/pg_$name.log" 2>/dev/null || true
   run_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$WORK/pg_$name.log" -w start >/dev/null
   printf -v "${name}_PORT" '%s' "$port"
   printf -v "${name}_DIR" '%s' "$dir/data"
   psql_on "$name" -c "select 1" >/dev/null
 }
 
-pg_stop() { run_pg "$PGBIN/pg_ctl" -D "$WORK/pg_$1/data" -m fast -w stop >/dev/null; }
+# A fast stop waits for walsenders to ship all WAL to tandem: allow time.
+pg_stop() { run_pg "$PGBIN/pg_ctl" -D "$WORK/pg_$1/data" -m fast -t 600 -w stop >/dev/null; }
 pg_restart_cluster() { run_pg "$PGBIN/pg_ctl" -D "$WORK/pg_$1/data" -l "$WORK/pg_$1.log" -w start >/dev/null; }
 
 port_of() { local v="${1}_PORT"; echo "${!v}"; }
