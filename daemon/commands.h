@@ -10,5 +10,7 @@ int cmd_setup(struct cli_opts *o);
 int cmd_status(struct cli_opts *o);
 int cmd_teardown(struct cli_opts *o);
 int cmd_version(struct cli_opts *o);
+int cmd_conflicts(struct cli_opts *o);
+int cmd_dlq(struct cli_opts *o);
 
 #endif

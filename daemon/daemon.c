@@ -9,9 +9,11 @@
 
 #include "../connectors/pg/pgadmin.h"
 #include "../connectors/pg/pgconn.h"
+#include "../connectors/pg/pgquery.h"
 #include "../connectors/pg/pgsink.h"
 #include "../connectors/pg/pgsrc.h"
 #include "../state/conflicts.h"
+#include "../state/dlq.h"
 #include "../state/journal.h"
 #include "../state/state.h"
 #include "health.h"
@@ -33,6 +35,7 @@ struct endpoint_rt {
     bool setup_done;
     uint64_t saved_lsn;         /* position saved in the state */
     uv_timer_t setup_timer;
+    bool retained_query_running;
     unsigned setup_backoff_ms;
     struct daemon *d;
     /* last values exported as counters */
@@ -52,6 +55,7 @@ struct daemon {
     int neps;
     int64_t durable_seq;
     bool ready_sent, stopping;
+    unsigned ticks;
     int closing;
 };
 
@@ -184,6 +188,8 @@ static void export_metrics(struct daemon *d)
                                    r->ep->name, NULL);
                     export_counter(d, "tandem_changes_applied_total", lb, s->applied,
                                    &r->m_applied);
+                    metrics_set(d->metrics, "tandem_lag_seconds", lb,
+                                s->lag_us > 0 ? (double)s->lag_us / 1e6 : 0);
                     break;
                 }
             if (pgsink_applied(r->sink) < applied_min)
@@ -197,9 +203,130 @@ static void export_metrics(struct daemon *d)
     metrics_set(d->metrics, "tandem_up", NULL, 1);
 }
 
+/* ---- slot retention (SPEC §5): a metric, and a warning past a limit ---- */
+
+#define RETAINED_EVERY_TICKS 10
+
+static void on_retained(void *arg, PGresult *res, const char *errmsg)
+{
+    struct endpoint_rt *r = arg;
+    struct daemon *d = r->d;
+    char lb[256], bytes[32], limit[32];
+    long long n;
+
+    r->retained_query_running = false;
+    if (res == NULL || PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+        if (errmsg != NULL)
+            log_debug("daemon", "cannot read the slot's retained WAL", "endpoint",
+                      r->ep->name, "err", errmsg);
+        return;
+    }
+    n = atoll(PQgetvalue(res, 0, 0));
+    metrics_labels(lb, sizeof(lb), "endpoint", r->ep->name, NULL);
+    metrics_set(d->metrics, "tandem_pg_slot_retained_bytes", lb, (double)n);
+    if (n <= r->ep->slot_retained_warn_bytes) {
+        health_clear(d->health, HEALTH_SLOT_RETENTION, r->ep->name);
+        return;
+    }
+    snprintf(bytes, sizeof(bytes), "%lld", n);
+    snprintf(limit, sizeof(limit), "%lld", r->ep->slot_retained_warn_bytes);
+    log_warn("daemon", "replication slot retains WAL past the limit: the server keeps it"
+             " until tandem confirms; check that tandem keeps up or raise"
+             " slot_retained_warn_bytes", "endpoint", r->ep->name, "slot", r->ep->slot,
+             "retained_bytes", bytes, "limit_bytes", limit);
+    health_set(d->health, HEALTH_SLOT_RETENTION, r->ep->name,
+               "replication slot retains WAL past slot_retained_warn_bytes");
+}
+
+static void check_retained(struct daemon *d)
+{
+    for (int i = 0; i < d->neps; i++) {
+        struct endpoint_rt *r = &d->eps[i];
+        const char *p[] = { r->ep->slot };
+
+        if (r->src == NULL || r->retained_query_running)
+            continue;
+        if (pgquery_start(&d->loop, r->ep,
+                          "select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint"
+                          " from pg_replication_slots where slot_name = $1",
+                          1, p, on_retained, r) == 0)
+            r->retained_query_running = true;
+    }
+}
+
+/* ---- DLQ: retries an operator asked for, depth, health ---- */
+
+/* Journals a dead-lettered change again as a new transaction from its
+ * source, so it flows through the normal apply path; a new failure makes a
+ * new DLQ entry. */
+static int retry_dlq_entry(const struct dlq_entry *dl, void *arg)
+{
+    struct daemon *d = arg;
+    json_t *c = dl->change ? json_loads(dl->change, 0, NULL) : NULL;
+    const char *op = json_string_value(json_object_get(c, "op"));
+    const char *source = json_string_value(json_object_get(c, "source"));
+    char *key = json_dumps(json_object_get(c, "key"), JSON_COMPACT | JSON_ENCODE_ANY);
+    char *fields = json_dumps(json_object_get(c, "fields"), JSON_COMPACT | JSON_ENCODE_ANY);
+    struct change ch = { 0 };
+    struct err e = { 0 };
+    int64_t txn, seq;
+    char ids[24];
+
+    snprintf(ids, sizeof(ids), "%" PRId64, dl->id);
+    if (op == NULL || source == NULL || key == NULL || fields == NULL ||
+        strcmp(fields, "null") == 0) {
+        dlq_retry_failed(d->st, dl->id, "entry holds no replayable change", NULL);
+        log_error("daemon", "cannot retry a DLQ entry: it holds no replayable change;"
+                  " drop it and repair by hand", "id", ids);
+    } else {
+        ch.endpoint = source;
+        ch.mapping = dl->mapping;
+        ch.op = (enum change_op)op[0];
+        ch.key = key;
+        ch.fields = fields;
+        ch.version_us = json_integer_value(json_object_get(c, "version_us"));
+        if (state_begin(d->st, &e) == 0 &&
+            journal_txn_open(d->st, source, 0, 0, ch.version_us, &txn, &e) == 0 &&
+            journal_append(d->st, txn, &ch, &e) == 0 &&
+            journal_txn_commit(d->st, txn, 0, &seq, &e) == 0 &&
+            dlq_mark_retried(d->st, dl->id, &e) == 0)
+            log_info("daemon", "DLQ entry re-journaled for retry", "id", ids,
+                     "mapping", dl->mapping, "key", dl->key);
+        else
+            log_error("daemon", "cannot retry a DLQ entry", "id", ids, "err", e.msg);
+    }
+    free(key);
+    free(fields);
+    json_decref(c);
+    return 0;
+}
+
+static void check_dlq(struct daemon *d)
+{
+    int64_t depth = 0;
+    char n[96];
+
+    if (state_begin(d->st, NULL) == 0)
+        dlq_list_retry_requested(d->st, retry_dlq_entry, d, NULL);
+    if (dlq_count_open(d->st, &depth, NULL) != 0)
+        return;
+    metrics_set(d->metrics, "tandem_dlq_depth", NULL, (double)depth);
+    if (depth == 0) {
+        health_clear(d->health, HEALTH_DLQ_NONEMPTY, NULL);
+        return;
+    }
+    snprintf(n, sizeof(n), "%" PRId64 " dead-lettered changes: tandem dlq list", depth);
+    health_set(d->health, HEALTH_DLQ_NONEMPTY, NULL, n);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct daemon *d = t->data;
+
+    check_dlq(d);
+
+    if (d->ticks++ % RETAINED_EVERY_TICKS == 0)
+        check_retained(d);
 
     update_health(d);
     export_metrics(d);

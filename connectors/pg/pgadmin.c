@@ -201,9 +201,9 @@ int pgadmin_setup(PGconn *conn, const struct config *c,
             (rc = setup_slot(conn, ep, e)) != 0)
             return rc;
     }
-    /* The origin also marks our own writes for the reader's echo filter,
-     * so a source that is also a target needs it before streaming. */
-    if (pgadmin_is_target(c, ep) && (rc = setup_origin(conn, ep, e)) != 0)
+    /* The origin marks tandem's own writes for the reader's echo filter;
+     * created for every endpoint so a direction added later finds it. */
+    if ((rc = setup_origin(conn, ep, e)) != 0)
         return rc;
     return 0;
 }

@@ -38,7 +38,7 @@ struct q_entry {
     char op;
     bool had_base;
     int64_t version_us;
-    char *mapping, *key, *incoming, *base;  /* Q_STMT, owned */
+    char *mapping, *key, *incoming, *base, *source;  /* Q_STMT, owned */
 };
 
 struct stmt {
@@ -68,6 +68,7 @@ struct pgsink {
     int64_t cur_txn, cur_txn_seq, cur_after, cur_ts_us;
     int64_t group_last_seq, group_ts_us;
     bool in_txn;
+    bool hold;                  /* feeding paused until feed_timer */
     int group_changes;
     /* in-flight queue (ring) */
     struct q_entry *q;
@@ -121,6 +122,7 @@ static void q_entry_free(struct q_entry *e)
     free(e->key);
     free(e->incoming);
     free(e->base);
+    free(e->source);
     memset(e, 0, sizeof(*e));
 }
 
@@ -160,6 +162,14 @@ static void exclude(struct pgsink *s, int64_t seq)
         return;
     s->excluded = n;
     s->excluded[s->nexcluded++] = seq;
+}
+
+static int64_t wall_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* "2026-11-27 10:00:00.123456+00" from µs since the Unix epoch. */
@@ -543,6 +553,7 @@ static int send_change(struct pgsink *s, const struct change *c,
     q->key = strdup(c->key);
     q->incoming = strdup(c->fields);
     q->base = base ? json_dumps(base, JSON_COMPACT) : NULL;
+    q->source = strdup(c->endpoint);
 out:
     json_decref(fields);
     json_decref(unch);
@@ -615,6 +626,7 @@ static int send_commit(struct pgsink *s)
         return -EIO;
     q = &s->q[(s->qhead + s->qlen - 1) % s->qcap];
     q->commit_seq = s->group_last_seq;
+    q->version_us = s->group_ts_us;
     if (PQpipelineSync(s->conn) != 1 || q_push(s, Q_SYNC) == NULL)
         return -EIO;
     s->in_txn = false;
@@ -657,7 +669,7 @@ static void feed(struct pgsink *s)
     struct change_ctx x = { .s = s };
     int n;
 
-    while (s->state == SK_READY && !s->seg_failed && s->qlen < WINDOW) {
+    while (s->state == SK_READY && !s->seg_failed && !s->hold && s->qlen < WINDOW) {
         if (s->cur_txn == 0) {
             if (s->in_txn && s->group_changes >= GROUP_CHANGES) {
                 if (send_commit(s) != 0)
@@ -708,7 +720,10 @@ fail:
 
 static void on_feed_timer(uv_timer_t *t)
 {
-    feed(t->data);
+    struct pgsink *s = t->data;
+
+    s->hold = false;
+    feed(s);
 }
 
 /* ---- results ---- */
@@ -791,16 +806,28 @@ static void dead_letter(struct pgsink *s, const struct q_entry *q, const char *m
     exclude(s, q->seq);
     s->stats.errors++;
     struct dlq_entry d = { 0 };
+    char op[2] = { q->op, '\0' };
+    json_t *fields = q->incoming ? json_loads(q->incoming, 0, NULL) : NULL;
+    json_t *key = json_loads(q->key, 0, NULL);
+    /* Everything a retry needs to journal the change again. */
+    json_t *change = json_pack("{s:s,s:o*,s:o*,s:I,s:s?}", "op", op, "key", key,
+                               "fields", fields, "version_us", (json_int_t)q->version_us,
+                               "source", q->source);
+    char *text = change ? json_dumps(change, JSON_COMPACT) : NULL;
+
+    json_decref(change);
     d.mapping = q->mapping;
     d.key = q->key;
+    d.source = q->source;
     d.target = s->ep->name;
     d.change_seq = q->seq;
-    d.change = q->incoming;
+    d.change = text;
     d.error = msg;
     d.attempts = 1;
     if (state_begin(s->st, NULL) != 0 || dlq_add(s->st, &d, NULL) != 0)
         log_error("pgsink", "cannot record the rejected change in the DLQ", "endpoint",
                   s->ep->name, "seq", seq);
+    free(text);
 }
 
 /* End of a pipeline segment (Sync): commit bookkeeping or redo. */
@@ -829,7 +856,9 @@ static void on_sync(struct pgsink *s)
     }
     if (!s->seg_failed)
         return;
-    /* The target transaction rolled back: redo from the last commit. */
+    /* The target transaction failed: roll it back (Sync alone leaves an
+     * explicit transaction block open and aborted), then redo from the
+     * last commit without the rejected change. */
     bool data_error = s->seg_error_entry.kind == Q_STMT;
     s->seg_failed = false;
     if (data_error)
@@ -842,8 +871,17 @@ static void on_sync(struct pgsink *s)
     s->fed_seq = s->applied_seq;
     s->cur_txn = 0;
     s->in_txn = false;
-    if (!data_error)
+    if (!send_plain(s, Q_PLAIN, "ROLLBACK", 0, NULL) || PQpipelineSync(s->conn) != 1 ||
+        q_push(s, Q_SYNC) == NULL) {
+        sink_fail(s, "cannot roll back on the target", NULL);
+        return;
+    }
+    if (!data_error) {
+        /* Hold feeding back until the timer: not a per-row problem. */
+        s->hold = true;
         uv_timer_start(&s->feed_timer, on_feed_timer, s->backoff_ms, 0);
+        s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+    }
 }
 
 static void on_result(struct pgsink *s, struct q_entry *q, PGresult *r)
@@ -857,7 +895,7 @@ static void on_result(struct pgsink *s, struct q_entry *q, PGresult *r)
         s->seg_error[strcspn(s->seg_error, "\n")] = '\0';
         log_redact(s->seg_error, sizeof(s->seg_error));
         s->seg_error_entry = *q;      /* takes ownership of its strings */
-        q->mapping = q->key = q->incoming = q->base = NULL;
+        q->mapping = q->key = q->incoming = q->base = q->source = NULL;
         return;
     }
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK)
@@ -872,6 +910,7 @@ static void on_result(struct pgsink *s, struct q_entry *q, PGresult *r)
     case Q_COMMIT:
         s->applied_seq = q->commit_seq;
         s->stats.txns++;
+        s->stats.lag_us = wall_us() - q->version_us;
         if (state_begin(s->st, NULL) == 0)
             state_applied_set(s->st, s->ep->name, s->applied_seq, NULL);
         if (s->hooks.on_applied)
@@ -960,6 +999,7 @@ static void sink_disconnect(struct pgsink *s)
     clear_stmts(s);
     s->in_txn = false;
     s->cur_txn = 0;
+    s->hold = false;
 }
 
 static void on_retry(uv_timer_t *t)

@@ -30,6 +30,7 @@ struct pgsink_stats {
     uint64_t conflicts;
     uint64_t delete_missing;    /* deletes of rows already gone */
     uint64_t errors;            /* changes the target rejected */
+    int64_t lag_us;             /* commit to applied, for the last target commit */
 };
 
 struct pgsink_hooks {

@@ -66,6 +66,22 @@ wait_for "later key applied" 60 bash -c "[ \"\$(psql -X -At -h 127.0.0.1 -p $B_P
 expect_eq "rejected row not on B" 0 "$(psql_on B -c 'select count(*) from t where id = -1')"
 check "rejection logged with the key" grep -q 'the target rejected a change.*\[\\"-1\\"\]' "$WORK/tandem.log"
 expect_eq "rejected change in the DLQ" 1 "$(sq "select count(*) from dlq where key = '[\"-1\"]'")"
+"$TANDEM" dlq list -c "$WORK/cfg.json" >"$WORK/dlq.out"
+check "dlq list shows the entry with its error" grep -q 'check constraint' "$WORK/dlq.out"
+dlq_id=$(cut -f1 "$WORK/dlq.out" | head -1)
+"$TANDEM" dlq show "$dlq_id" -c "$WORK/cfg.json" --json >"$WORK/dlq_show.out"
+check "dlq show has the change" grep -qF '\"op\":\"I\"' "$WORK/dlq_show.out"
+dlq_unhealthy() { curl -s "http://127.0.0.1:$HTTP_PORT/healthz" | grep -q dlq_nonempty; }
+check "healthz degraded while the DLQ is not empty" wait_for "dlq health" 10 dlq_unhealthy
+# The operator fixes the peer and retries: the change lands, the entry leaves the list.
+psql_on B -c "alter table t drop constraint t_v_check"
+"$TANDEM" dlq -c "$WORK/cfg.json" retry "$dlq_id" >/dev/null
+wait_for "retried row on B" 30 bash -c "[ \"\$(psql -X -At -h 127.0.0.1 -p $B_PORT -U postgres -d postgres -c 'select v from t where id = -1')\" = 'bad' ]"
+expect_eq "retried change applied" "bad" "$(psql_on B -c 'select v from t where id = -1')"
+expect_eq "dlq list empty after the retry" "" "$("$TANDEM" dlq list -c "$WORK/cfg.json")"
+check "dlq list --history keeps it" bash -c "'$TANDEM' dlq list --history -c '$WORK/cfg.json' | grep -q retried"
+set +e; "$TANDEM" dlq retry 999999 -c "$WORK/cfg.json" >/dev/null 2>&1; rc=$?; set -e
+expect_eq "retry of an unknown entry exits 1" 1 $rc
 kill -TERM $TANDEM_PID
 set +e; wait $TANDEM_PID; rc=$?; set -e
 expect_eq "clean stop" 0 $rc

@@ -63,8 +63,8 @@ psql_on A -c "insert into t (id, v, w) values (-3, 'with w', 42)"
 
 expected_end=$(psql_on A -c "select pg_current_wal_lsn()")
 wait_for "journal has the last row" 300 bash -c "sqlite3 -readonly '$WORK/state.db' \"select 1 from journal_change where key = '[\\\"-3\\\"]'\" | grep -q 1"
-metrics=$(curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics")
-check "echo skip counted" bash -c "echo '$metrics' | grep -q '^tandem_echo_suppressed_total{endpoint=\"A\"} [1-9]'"
+echo_counted() { curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | grep -q '^tandem_echo_suppressed_total{endpoint="A"} [1-9]'; }
+check "echo skip counted" wait_for "echo metric" 10 echo_counted
 kill -TERM $TANDEM_PID; wait $TANDEM_PID || true
 
 # Exactly once: compare with what the source committed.

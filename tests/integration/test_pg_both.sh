@@ -30,22 +30,27 @@ expect_eq "all rows on A" 10000 "$(psql_on A -c 'select count(*) from t')"
 sleep 2
 expect_eq "journal did not grow from echoes (A)" 200 "$(sq "select count(*) from journal_txn where endpoint = 'A'")"
 expect_eq "journal did not grow from echoes (B)" 200 "$(sq "select count(*) from journal_txn where endpoint = 'B'")"
-metrics=$(curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics")
-check "echo suppression counted on A" bash -c "echo '$metrics' | grep -q '^tandem_echo_suppressed_total{endpoint=\"A\"} [1-9]'"
-check "echo suppression counted on B" bash -c "echo '$metrics' | grep -q '^tandem_echo_suppressed_total{endpoint=\"B\"} [1-9]'"
+echo_counted() { curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | grep -q "^tandem_echo_suppressed_total{endpoint=\"$1\"} [1-9]"; }
+check "echo suppression counted on A" wait_for "echo metric A" 10 echo_counted A
+check "echo suppression counted on B" wait_for "echo metric B" 10 echo_counted B
 
 # The same keys edited on both sides at once: no lost update, one outcome.
 psql_on A -c "insert into t select g, 'base', 0 from generate_series(-200, -1) g"
 wait_for "base rows on B" 30 bash -c "[ \$(psql -X -At -h 127.0.0.1 -p $B_PORT -U postgres -d postgres -c 'select count(*) from t where id < 0') = 200 ]"
 for r in 1 2 3 4 5; do
-  psql_on A -c "update t set v = 'A$r', n = n + 1 where id < 0" >/dev/null &
-  psql_on B -c "update t set v = 'B$r', n = n + 10 where id < 0" >/dev/null &
-  wait
+  psql_on A -c "update t set v = 'A$r', n = n + 1 where id < 0" >/dev/null & U1=$!
+  psql_on B -c "update t set v = 'B$r', n = n + 10 where id < 0" >/dev/null & U2=$!
+  wait $U1 $U2   # not a bare wait: tandem runs in the background too
 done
 wait_for "both sides converge after concurrent edits" 120 converged
 expect_eq "identical after concurrent edits" "$(table_md5 A t)" "$(table_md5 B t)"
 conflicts=$(sq "select count(*) from conflicts where mapping = 't'")
 check "conflicts recorded ($conflicts)" test "$conflicts" -gt 0
+"$TANDEM" conflicts list -c "$WORK/cfg.json" >"$WORK/conflicts.out"
+expect_eq "conflicts list prints every recorded conflict" "$conflicts" "$(wc -l <"$WORK/conflicts.out")"
+check "conflicts list names strategy and outcome" grep -q "last_write_wins.decided" "$WORK/conflicts.out"
+cid=$(head -1 "$WORK/conflicts.out" | cut -f1)
+check "conflicts show has base and both sides" bash -c "'$TANDEM' conflicts show $cid -c '$WORK/cfg.json' | grep -q '\"rule\"'"
 check "conflicts endpoint lists them" bash -c "curl -fsS http://127.0.0.1:$HTTP_PORT/conflicts | grep -q last_write_wins"
 kill -TERM $TANDEM_PID
 set +e; wait $TANDEM_PID; rc=$?; set -e
