@@ -30,6 +30,9 @@ struct change {
     const char *old_key;
     const char *fields;
     const char *unchanged;
+    /* The source row before an update or delete when the source sent it
+     * whole (PostgreSQL REPLICA IDENTITY FULL), as fields; else NULL. */
+    const char *old_fields;
     int64_t version_us;     /* source version: commit time or timestamp_field, µs since epoch */
 };
 

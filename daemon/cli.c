@@ -24,7 +24,7 @@ static const struct command commands[] = {
       "create publication, slot, origin and state db (idempotent)", cmd_setup, true },
     { "status", "tandem status -c FILE [--json]",
       "positions, lag, journal depth, conflicts, DLQ", cmd_status, true },
-    { "conflicts", "tandem conflicts -c FILE list [--open] [--json] | show ID",
+    { "conflicts", "tandem conflicts -c FILE list [--open] [--json] | show ID | resolve ID --take a|b|FILE.json",
       "recorded conflicts, decided or open, newest first", cmd_conflicts, true },
     { "dlq", "tandem dlq -c FILE list [--history] [--json] | show ID | retry ID | retry --all | drop ID",
       "dead-lettered changes: inspect, retry, drop", cmd_dlq, true },

@@ -10,6 +10,7 @@
 
 #include "../state/conflicts.h"
 #include "../state/dlq.h"
+#include "../state/journal.h"
 #include "../state/state.h"
 #include "commands.h"
 #include "config.h"
@@ -113,6 +114,113 @@ static int conflict_detail(const struct conflict *c, void *arg)
     return 0;
 }
 
+/* ---- conflicts resolve: an operator's decision, written to both sides ---- */
+
+struct taken {
+    char *mapping, *key, *a, *b;
+    bool open;
+};
+
+static int take_conflict(const struct conflict *c, void *arg)
+{
+    struct taken *t = arg;
+
+    t->mapping = strdup(c->mapping);
+    t->key = strdup(c->key);
+    t->a = c->side_a ? strdup(c->side_a) : NULL;
+    t->b = c->side_b ? strdup(c->side_b) : NULL;
+    t->open = c->open;
+    return 0;
+}
+
+/* Journals the decided record as a change from one side to the other,
+ * based on the target's recorded state so the conditional write applies. */
+static int journal_decision(struct state *st, const char *from, const char *mapping,
+                            const char *key, const char *result, const char *target_row,
+                            struct err *e)
+{
+    struct change c = { 0 };
+    struct timespec ts;
+    int64_t txn, seq;
+    int rc;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    c.endpoint = from;
+    c.mapping = mapping;
+    c.key = key;
+    c.op = result ? CHANGE_UPDATE : CHANGE_DELETE;
+    c.fields = result ? result : (target_row ? target_row : "{}");
+    c.old_fields = target_row;
+    c.version_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    if ((rc = journal_txn_open(st, from, 0, 0, c.version_us, &txn, e)) != 0 ||
+        (rc = journal_append(st, txn, &c, e)) != 0 ||
+        (rc = journal_txn_commit(st, txn, 0, &seq, e)) != 0)
+        return rc;
+    return 0;
+}
+
+static char *read_result_file(const char *path)
+{
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    char *out = NULL;
+
+    if (json_is_object(j))
+        out = json_dumps(j, JSON_COMPACT);
+    else
+        fprintf(stderr, "tandem: %s: %s\n", path,
+                j ? "expected a JSON object of side-a field names" : je.text);
+    json_decref(j);
+    return out;
+}
+
+static int resolve_conflict(struct ops *x, int64_t id)
+{
+    struct taken t = { 0 };
+    struct err e = { 0 };
+    const struct cfg_mapping *m;
+    char *result = NULL, rule[128];
+    int rc = EXIT_RUNTIME;
+
+    if (conflict_get(x->st, id, take_conflict, &t, &e) != 0) {
+        fprintf(stderr, "tandem: no conflict %" PRId64 "\n", id);
+        return EXIT_RUNTIME;
+    }
+    m = config_mapping(x->cfg, t.mapping);
+    if (!t.open || m == NULL) {
+        fprintf(stderr, "tandem: conflict %" PRId64 " is %s\n", id,
+                m ? "already decided" : "for a mapping no longer in the config");
+        goto out;
+    }
+    if (!strcmp(x->o->take, "a") || !strcmp(x->o->take, "b")) {
+        const char *side = x->o->take[0] == 'a' ? t.a : t.b;
+        result = side ? strdup(side) : NULL;
+    } else if ((result = read_result_file(x->o->take)) == NULL) {
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    snprintf(rule, sizeof(rule), "manual: operator took %s", x->o->take);
+    if (state_begin(x->st, &e) != 0 ||
+        journal_decision(x->st, m->b.endpoint, t.mapping, t.key, result, t.a, &e) != 0 ||
+        journal_decision(x->st, m->a.endpoint, t.mapping, t.key, result, t.b, &e) != 0 ||
+        conflict_resolve(x->st, id, result ? result : "null", rule, &e) != 0 ||
+        parked_unpark(x->st, t.mapping, t.key, &e) < 0 ||
+        state_commit(x->st, &e) != 0) {
+        fprintf(stderr, "tandem: cannot resolve conflict %" PRId64 ": %s\n", id, e.msg);
+        goto out;
+    }
+    printf("conflict %" PRId64 " resolved (%s); the running daemon writes the result to both sides\n",
+           id, rule);
+    rc = EXIT_OK;
+out:
+    free(result);
+    free(t.mapping);
+    free(t.key);
+    free(t.a);
+    free(t.b);
+    return rc;
+}
+
 int cmd_conflicts(struct cli_opts *o)
 {
     const char *sub = o->nargs > 0 ? o->args[0] : "list";
@@ -121,16 +229,23 @@ int cmd_conflicts(struct cli_opts *o)
     int64_t id = 0;
     int rc;
 
-    if (strcmp(sub, "list") && strcmp(sub, "show")) {
-        fprintf(stderr, "tandem: conflicts: unknown subcommand %s (list, show ID)\n", sub);
+    if (strcmp(sub, "list") && strcmp(sub, "show") && strcmp(sub, "resolve")) {
+        fprintf(stderr, "tandem: conflicts: unknown subcommand %s (list, show ID,"
+                " resolve ID --take a|b|FILE.json)\n", sub);
         return EXIT_USAGE;
     }
-    if (!strcmp(sub, "show") && parse_id(o->nargs > 1 ? o->args[1] : NULL, &id) != 0) {
-        fprintf(stderr, "tandem: conflicts show needs a numeric ID\n");
+    if (strcmp(sub, "list") && parse_id(o->nargs > 1 ? o->args[1] : NULL, &id) != 0) {
+        fprintf(stderr, "tandem: conflicts %s needs a numeric ID\n", sub);
         return EXIT_USAGE;
     }
-    if ((rc = open_ops(o, &x, STATE_READONLY)) != 0)
+    if (!strcmp(sub, "resolve") && o->take == NULL) {
+        fprintf(stderr, "tandem: conflicts resolve needs --take a|b|FILE.json\n");
+        return EXIT_USAGE;
+    }
+    if ((rc = open_ops(o, &x, strcmp(sub, "resolve") ? STATE_READONLY : STATE_SHARED)) != 0)
         return rc;
+    if (!strcmp(sub, "resolve"))
+        return close_ops(&x, resolve_conflict(&x, id));
     if (!strcmp(sub, "list"))
         rc = conflict_list(x.st, o->open_only, 0, conflict_line, &x, &e);
     else

@@ -110,12 +110,13 @@ int journal_append(struct state *s, int64_t txn, struct change *c,
     op[1] = '\0';
     rc = state_stmt(s, ST_J_APPEND,
                     "INSERT INTO journal_change (txn, mapping, op, key, old_key,"
-                    " fields, unchanged, version_us)"
-                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)", &st, e);
+                    " fields, unchanged, version_us, old_fields)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", &st, e);
     if (rc < 0)
         return rc;
-    rc = state_bind(s, st, e, "journal append", "lttttttl", txn, c->mapping, op,
-                    c->key, c->old_key, c->fields, c->unchanged, c->version_us);
+    rc = state_bind(s, st, e, "journal append", "lttttttlt", txn, c->mapping, op,
+                    c->key, c->old_key, c->fields, c->unchanged, c->version_us,
+                    c->old_fields);
     if (rc == 0) {
         rc = sqlite3_step(st);
         if (rc == SQLITE_DONE) {
@@ -283,7 +284,7 @@ static int journal_changes(struct state *s, int64_t txn, int64_t after_seq,
         return err_set(e, -EINVAL, "journal scan: no callback");
     rc = state_stmt(s, ST_J_SCAN_CHANGES,
                     "SELECT c.seq, t.endpoint, c.mapping, c.op, c.key, c.old_key,"
-                    " c.fields, c.unchanged, c.version_us"
+                    " c.fields, c.unchanged, c.version_us, c.old_fields"
                     " FROM journal_change c JOIN journal_txn t ON t.txn = c.txn"
                     " WHERE c.txn = ?1 AND c.seq > ?2 ORDER BY c.seq LIMIT ?3",
                     &st, e);
@@ -316,6 +317,7 @@ static int journal_changes(struct state *s, int64_t txn, int64_t after_seq,
         c.fields = state_col_text(st, 6);
         c.unchanged = state_col_text(st, 7);
         c.version_us = sqlite3_column_int64(st, 8);
+        c.old_fields = state_col_text(st, 9);
         if (c.endpoint == NULL || c.mapping == NULL || op == NULL ||
             c.key == NULL) {
             rc = err_set(e, -EPROTO, "journal change %" PRId64

@@ -147,6 +147,9 @@ static const char *const state_migrations[] = {
     "  seen_count INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY (mapping, direction)"
     ");",
+    /* 1 -> 2: the source's before-image of an update or delete (REPLICA
+     * IDENTITY FULL), the base a writer checks the target row against. */
+    "ALTER TABLE journal_change ADD COLUMN old_fields TEXT;",
 };
 
 _Static_assert(sizeof(state_migrations) / sizeof(state_migrations[0]) ==

@@ -10,7 +10,7 @@
 
 #include "../daemon/err.h"
 
-#define STATE_SCHEMA_VERSION 1
+#define STATE_SCHEMA_VERSION 2
 
 struct state;
 

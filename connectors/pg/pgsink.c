@@ -251,12 +251,42 @@ static void add_match(struct pgsink *s, struct strbuf *b, const char *tbl,
     strbuf_addc(b, ')');
 }
 
-/* Parameters: keys $1.., set values, base values, version, tie-break. */
+/* The target row's mapped fields as a JSON object text with side-a names
+ * and text values, the shape of every record in the conflict log.
+ * jsonb_build_object takes at most 100 arguments: chunks are joined. */
+static void add_row_json(struct pgsink *s, struct strbuf *b, const struct shape *sh)
+{
+    const struct cfg_mapping *m = sh->m;
+    bool target_a = sh->side == &m->a;
+
+    strbuf_adds(b, "(jsonb_build_object()");
+    for (size_t i = 0; i < m->nfields; i++) {
+        const char *tcol = target_a ? m->fields[i].name : m->fields[i].value;
+        char *lit = PQescapeLiteral(s->conn, m->fields[i].name, strlen(m->fields[i].name));
+
+        if (i % 40 == 0)
+            strbuf_adds(b, i == 0 ? " || jsonb_build_object(" : ") || jsonb_build_object(");
+        else
+            strbuf_adds(b, ", ");
+        if (lit == NULL) {
+            b->failed = true;
+            return;
+        }
+        strbuf_adds(b, lit);
+        PQfreemem(lit);
+        strbuf_adds(b, ", ");
+        add_ident(s, b, tcol);
+        strbuf_adds(b, "::text");
+    }
+    strbuf_adds(b, m->nfields > 0 ? "))::text" : ")::text");
+}
+
+/* Parameters: keys $1.., set values, base values, version, tie-break, mode. */
 static void build_sql(struct pgsink *s, const struct shape *sh, struct strbuf *b)
 {
     char *tbl = pgconn_quote_table(s->conn, sh->side->schema, sh->side->relname);
     size_t pset = sh->nkey + 1, pbase = pset + sh->nset;
-    size_t pver = pbase + sh->nbase, ptie = pver + 1;
+    size_t pver = pbase + sh->nbase, ptie = pver + 1, pmode = ptie + 1;
 
     strbuf_reset(b);
     if (tbl == NULL) {
@@ -273,9 +303,9 @@ static void build_sql(struct pgsink *s, const struct shape *sh, struct strbuf *b
     strbuf_adds(b, s->track_ts
         ? "(extract(epoch from pg_xact_commit_timestamp(xmin)) * 1000000)::int8"
         : "NULL::int8");
-    strbuf_adds(b, " AS ts, row_to_json(");
-    strbuf_adds(b, tbl);
-    strbuf_adds(b, ".*)::text AS cur_row FROM ");
+    strbuf_adds(b, " AS ts, ");
+    add_row_json(s, b, sh);
+    strbuf_adds(b, " AS cur_row FROM ");
     strbuf_adds(b, tbl);
     strbuf_adds(b, " WHERE true");
     for (size_t i = 0; i < sh->nkey; i++) {
@@ -284,13 +314,19 @@ static void build_sql(struct pgsink *s, const struct shape *sh, struct strbuf *b
         strbuf_adds(b, " = ");
         add_param(b, i + 1);
     }
-    strbuf_adds(b, " FOR UPDATE), ok AS (SELECT c_tid FROM cur WHERE clean OR ts IS NULL OR ts < ");
+    /* $mode: 0 last write wins, 1 incoming wins, 2 target kept (see
+     * conflict_mode). */
+    strbuf_adds(b, " FOR UPDATE), ok AS (SELECT c_tid FROM cur WHERE clean OR ");
+    add_param(b, pmode);
+    strbuf_adds(b, "::int = 1 OR (");
+    add_param(b, pmode);
+    strbuf_adds(b, "::int = 0 AND (ts IS NULL OR ts < ");
     add_param(b, pver);
     strbuf_adds(b, " OR (ts = ");
     add_param(b, pver);
     strbuf_adds(b, " AND ");
     add_param(b, ptie);
-    strbuf_adds(b, "::bool))");
+    strbuf_adds(b, "::bool))))");
     if (sh->op == 'D') {
         strbuf_adds(b, ", w AS (DELETE FROM ");
         strbuf_adds(b, tbl);
@@ -488,6 +524,24 @@ static const char *json_text(const json_t *v)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
+/* How a conflict (target row neither the base nor the incoming values) is
+ * decided in SQL: "0" by last write (commit timestamps, ties by endpoint
+ * name), "1" the incoming change wins, "2" the target row is kept. */
+static const char *conflict_mode(const struct cfg_mapping *m,
+                                 const struct cfg_side *target)
+{
+    char target_side = target == &m->a ? 'a' : 'b';
+
+    switch (m->strategy) {
+    case CFG_STRAT_PRIORITY:
+        return m->priority == target_side ? "2" : "1";
+    case CFG_STRAT_MANUAL:
+        return "2";
+    default:
+        return "0";
+    }
+}
+
 static int send_change(struct pgsink *s, const struct change *c,
                        const struct cfg_mapping *m, const struct cfg_side *t,
                        struct err *e)
@@ -511,6 +565,13 @@ static int send_change(struct pgsink *s, const struct change *c,
         goto out;
     }
     base = advance_shadow(s, c, fields, &tomb);
+    if (c->old_fields != NULL) {
+        /* The source's before-image is the exact state this change was
+         * made on: a better base than the shadow, which may already hold
+         * what another direction sent. */
+        json_decref(base);
+        base = json_loads(c->old_fields, 0, NULL);
+    }
     for (size_t i = 0; i < t->nkey; i++) {
         keycols[sh.nkey++] = t->key[i];
         param_add(&p, json_text(json_array_get(keyarr, i)));
@@ -535,6 +596,7 @@ static int send_change(struct pgsink *s, const struct change *c,
     snprintf(ver, sizeof(ver), "%" PRId64, c->version_us);
     param_add(&p, ver);
     param_add(&p, strcmp(c->endpoint, s->ep->name) > 0 ? "true" : "false");
+    param_add(&p, conflict_mode(m, t));
     if (p.overflow) {
         rc = err_set(e, -E2BIG, "change %" PRId64 " has too many columns", c->seq);
         goto out;
@@ -728,6 +790,17 @@ static void on_feed_timer(uv_timer_t *t)
 
 /* ---- results ---- */
 
+static const char *strategy_name(enum cfg_strategy st)
+{
+    switch (st) {
+    case CFG_STRAT_PRIORITY: return "source_priority";
+    case CFG_STRAT_FIELD_MERGE: return "field_merge";
+    case CFG_STRAT_MANUAL: return "manual";
+    case CFG_STRAT_PLUGIN: return "plugin";
+    default: return "last_write_wins";
+    }
+}
+
 static void record_conflict(struct pgsink *s, const struct q_entry *q,
                             bool applied, const char *target_ts,
                             const char *cur_row)
@@ -738,7 +811,16 @@ static void record_conflict(struct pgsink *s, const struct q_entry *q,
     bool target_is_a = m != NULL && m->a.ep == s->ep;
     const char *incoming = q->op == 'D' ? NULL : q->incoming;
 
-    if (target_ts == NULL || target_ts[0] == '\0')
+    const char *strategy = m ? strategy_name(m->strategy) : "last_write_wins";
+    bool manual = m != NULL && m->strategy == CFG_STRAT_MANUAL;
+
+    if (manual)
+        snprintf(rule, sizeof(rule), "manual: both sides changed; nothing written until"
+                 " an operator decides (tandem conflicts resolve)");
+    else if (m != NULL && m->strategy == CFG_STRAT_PRIORITY)
+        snprintf(rule, sizeof(rule), "source_priority: side %c wins: %s", m->priority,
+                 applied ? "incoming applied" : "target kept");
+    else if (target_ts == NULL || target_ts[0] == '\0')
         snprintf(rule, sizeof(rule), "target version unknown (no commit timestamp): incoming %s applied",
                  q->op == 'D' ? "delete" : "write");
     else
@@ -747,13 +829,15 @@ static void record_conflict(struct pgsink *s, const struct q_entry *q,
                  applied ? ": incoming applied" : ": target kept");
     c.mapping = q->mapping;
     c.key = q->key;
-    c.strategy = "last_write_wins";
+    c.strategy = strategy;
     c.base = q->base;
     c.side_a = target_is_a ? cur_row : incoming;
     c.side_b = target_is_a ? incoming : cur_row;
-    c.result = applied ? (incoming ? incoming : "null") : (cur_row ? cur_row : "null");
+    c.result = manual ? NULL : applied ? (incoming ? incoming : "null") : (cur_row ? cur_row : "null");
     c.rule = rule;
-    c.open = false;
+    c.open = manual;
+    if (manual && state_begin(s->st, NULL) == 0)
+        parked_park(s->st, q->mapping, q->key, "conflict", 0, NULL);
     if (state_begin(s->st, NULL) != 0 || conflict_record(s->st, &c, NULL) != 0)
         log_error("pgsink", "cannot record a conflict", "endpoint", s->ep->name,
                   "mapping", q->mapping, "key", q->key);

@@ -65,7 +65,7 @@ struct pgsrc {
     uint64_t received_lsn;      /* last WAL position seen from the server */
     uint64_t open_changes;
     bool had_commit;
-    struct strbuf kb, fb, ub, ok;
+    struct strbuf kb, fb, ub, ok, ofb, oub;
     struct pgsrc_stats stats;
 };
 
@@ -281,12 +281,18 @@ static int journal_one(struct pgsrc *p, const struct rel_target *t,
         return 0;
     }
     build_fields(t, keyt, &p->fb, &p->ub);
+    /* A whole old row ('O', REPLICA IDENTITY FULL) is the state this change
+     * was made on: the writer checks the target row against it. */
+    if (msg->u.change.old_kind == 'O') {
+        build_fields(t, &msg->u.change.old, &p->ofb, &p->oub);
+        c.old_fields = strbuf_cstr(&p->ofb);
+    }
     c.old_key = NULL;
     if (msg->type == 'U' && msg->u.change.old_kind != 0 &&
         build_key(t, sd, &msg->u.change.old, &p->ok) == 0 &&
         strcmp(strbuf_cstr(&p->ok), strbuf_cstr(&p->kb)) != 0)
         c.old_key = strbuf_cstr(&p->ok);
-    if (p->kb.failed || p->fb.failed || p->ub.failed)
+    if (p->kb.failed || p->fb.failed || p->ub.failed || p->ofb.failed)
         return err_set(e, -ENOMEM, "out of memory building a change");
     c.endpoint = p->ep->name;
     c.mapping = t->m->name;
@@ -682,6 +688,8 @@ int pgsrc_new(struct pgsrc **out, uv_loop_t *loop, const struct config *c,
     strbuf_init(&p->fb);
     strbuf_init(&p->ub);
     strbuf_init(&p->ok);
+    strbuf_init(&p->ofb);
+    strbuf_init(&p->oub);
     *out = p;
     return 0;
 }
@@ -738,6 +746,8 @@ static void on_handle_closed(uv_handle_t *h)
     strbuf_free(&p->fb);
     strbuf_free(&p->ub);
     strbuf_free(&p->ok);
+    strbuf_free(&p->ofb);
+    strbuf_free(&p->oub);
     free(p);
 }
 
