@@ -16,6 +16,7 @@
 #include "../state/dlq.h"
 #include "../state/journal.h"
 #include "../state/state.h"
+#include "canaries.h"
 #include "health.h"
 #include "http.h"
 #include "log.h"
@@ -54,6 +55,7 @@ struct daemon {
     struct endpoint_rt eps[MAX_EPS];
     int neps;
     int64_t durable_seq;
+    struct canaries *canaries;
     bool ready_sent, stopping;
     unsigned ticks;
     int closing;
@@ -352,6 +354,15 @@ static void on_applied(void *arg, struct pgsink *s, int64_t seq)
     (void)seq;
 }
 
+static void on_canary_candidate(void *arg, struct pgsink *s, const char *mapping,
+                                const char *key)
+{
+    struct daemon *d = arg;
+
+    if (canaries_is_canary(config_mapping(d->cfg, mapping), key))
+        canaries_seen(d->canaries, mapping, pgsink_endpoint(s)->name);
+}
+
 static void on_sink_conn(void *arg, struct pgsink *s, bool up)
 {
     struct daemon *d = arg;
@@ -364,7 +375,7 @@ static void on_sink_conn(void *arg, struct pgsink *s, bool up)
 static int start_endpoint(struct daemon *d, struct endpoint_rt *r, struct err *e)
 {
     struct pgsrc_hooks sh = { on_src_batch, on_src_conn, d };
-    struct pgsink_hooks kh = { on_applied, on_sink_conn, d };
+    struct pgsink_hooks kh = { on_applied, on_sink_conn, on_canary_candidate, d };
     int rc;
 
     if (pgadmin_is_source(d->cfg, r->ep)) {
@@ -501,6 +512,8 @@ static void begin_stop(struct daemon *d, const char *why)
         }
         uv_close((uv_handle_t *)&r->setup_timer, on_handle_closed);
     }
+    canaries_close(d->canaries);
+    d->canaries = NULL;
     uv_close((uv_handle_t *)&d->flush_timer, on_handle_closed);
     uv_close((uv_handle_t *)&d->tick_timer, on_handle_closed);
     uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
@@ -585,6 +598,8 @@ int daemon_run(struct config *cfg, struct err *e)
     uv_timer_start(&d->tick_timer, on_tick, 0, TICK_MS);
     log_info("daemon", "started", "state", cfg->state_path,
              "http", cfg->http_listen ? cfg->http_listen : "");
+    if (canaries_new(&d->canaries, &d->loop, cfg, d->st, d->metrics, d->health) != 0)
+        log_error("daemon", "cannot start canaries: out of memory");
     start_all(d);
     uv_run(&d->loop, UV_RUN_DEFAULT);
     if (state_in_txn(d->st))

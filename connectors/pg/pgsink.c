@@ -856,8 +856,12 @@ static void on_stmt_result(struct pgsink *s, const struct q_entry *q, PGresult *
     exists = PQgetvalue(r, 0, 0)[0] == 't';
     clean = PQgetvalue(r, 0, 1)[0] == 't';
     written = atoll(PQgetvalue(r, 0, 2));
-    if (written > 0)
+    if (written > 0) {
+        const struct cfg_mapping *m = config_mapping(s->cfg, q->mapping);
         s->stats.applied++;
+        if (m != NULL && m->canary_enabled && q->op != 'D' && s->hooks.on_canary_candidate)
+            s->hooks.on_canary_candidate(s->hooks.arg, s, q->mapping, q->key);
+    }
     if (q->op == 'D' && !exists)
         s->stats.delete_missing++;
     if (exists && !clean)

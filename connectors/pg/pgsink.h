@@ -38,6 +38,9 @@ struct pgsink_hooks {
      * sequence now applied. */
     void (*on_applied)(void *arg, struct pgsink *s, int64_t applied_seq);
     void (*on_connection)(void *arg, struct pgsink *s, bool up);
+    /* A change of a mapping with canaries was written (may be NULL). */
+    void (*on_canary_candidate)(void *arg, struct pgsink *s, const char *mapping,
+                                const char *key);
     void *arg;
 };
 
