@@ -320,15 +320,35 @@ static int request_one(const struct dlq_entry *d, void *arg)
     return 0;
 }
 
+static int take_dlq_key(const struct dlq_entry *d, void *arg)
+{
+    struct taken *t = arg;
+
+    t->mapping = strdup(d->mapping);
+    t->key = d->key ? strdup(d->key) : NULL;
+    return 0;
+}
+
 static int dlq_change(struct ops *x, const char *sub, int64_t id)
 {
     struct err e = { 0 };
     int rc;
 
-    if (!strcmp(sub, "retry"))
+    struct taken t = { 0 };
+    int64_t left = 1;
+
+    if (!strcmp(sub, "retry")) {
         rc = dlq_request_retry(x->st, id, &e);
-    else
+    } else {
+        dlq_get(x->st, id, take_dlq_key, &t, NULL);
         rc = dlq_mark_dropped(x->st, id, &e);
+        /* The last open entry of a key gone: its later changes may flow. */
+        if (rc == 0 && t.key != NULL &&
+            dlq_count_open_key(x->st, t.mapping, t.key, &left, NULL) == 0 && left == 0)
+            parked_unpark(x->st, t.mapping, t.key, NULL);
+        free(t.mapping);
+        free(t.key);
+    }
     if (rc == -ENOENT) {
         fprintf(stderr, "tandem: no DLQ entry %" PRId64 "\n", id);
         return EXIT_RUNTIME;

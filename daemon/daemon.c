@@ -17,6 +17,7 @@
 #include "../state/journal.h"
 #include "../state/state.h"
 #include "canaries.h"
+#include "dlq_retry.h"
 #include "health.h"
 #include "http.h"
 #include "log.h"
@@ -258,58 +259,13 @@ static void check_retained(struct daemon *d)
 
 /* ---- DLQ: retries an operator asked for, depth, health ---- */
 
-/* Journals a dead-lettered change again as a new transaction from its
- * source, so it flows through the normal apply path; a new failure makes a
- * new DLQ entry. */
-static int retry_dlq_entry(const struct dlq_entry *dl, void *arg)
-{
-    struct daemon *d = arg;
-    json_t *c = dl->change ? json_loads(dl->change, 0, NULL) : NULL;
-    const char *op = json_string_value(json_object_get(c, "op"));
-    const char *source = json_string_value(json_object_get(c, "source"));
-    char *key = json_dumps(json_object_get(c, "key"), JSON_COMPACT | JSON_ENCODE_ANY);
-    char *fields = json_dumps(json_object_get(c, "fields"), JSON_COMPACT | JSON_ENCODE_ANY);
-    struct change ch = { 0 };
-    struct err e = { 0 };
-    int64_t txn, seq;
-    char ids[24];
-
-    snprintf(ids, sizeof(ids), "%" PRId64, dl->id);
-    if (op == NULL || source == NULL || key == NULL || fields == NULL ||
-        strcmp(fields, "null") == 0) {
-        dlq_retry_failed(d->st, dl->id, "entry holds no replayable change", NULL);
-        log_error("daemon", "cannot retry a DLQ entry: it holds no replayable change;"
-                  " drop it and repair by hand", "id", ids);
-    } else {
-        ch.endpoint = source;
-        ch.mapping = dl->mapping;
-        ch.op = (enum change_op)op[0];
-        ch.key = key;
-        ch.fields = fields;
-        ch.version_us = json_integer_value(json_object_get(c, "version_us"));
-        if (state_begin(d->st, &e) == 0 &&
-            journal_txn_open(d->st, source, 0, 0, ch.version_us, &txn, &e) == 0 &&
-            journal_append(d->st, txn, &ch, &e) == 0 &&
-            journal_txn_commit(d->st, txn, 0, &seq, &e) == 0 &&
-            dlq_mark_retried(d->st, dl->id, &e) == 0)
-            log_info("daemon", "DLQ entry re-journaled for retry", "id", ids,
-                     "mapping", dl->mapping, "key", dl->key);
-        else
-            log_error("daemon", "cannot retry a DLQ entry", "id", ids, "err", e.msg);
-    }
-    free(key);
-    free(fields);
-    json_decref(c);
-    return 0;
-}
-
 static void check_dlq(struct daemon *d)
 {
     int64_t depth = 0;
     char n[96];
 
     if (state_begin(d->st, NULL) == 0)
-        dlq_list_retry_requested(d->st, retry_dlq_entry, d, NULL);
+        dlq_retry_requested(d->st);
     if (dlq_count_open(d->st, &depth, NULL) != 0)
         return;
     metrics_set(d->metrics, "tandem_dlq_depth", NULL, (double)depth);

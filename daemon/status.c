@@ -6,7 +6,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "../state/canary.h"
 #include "../state/conflicts.h"
 #include "../state/dlq.h"
 #include "../state/journal.h"
@@ -49,14 +51,25 @@ static bool endpoint_is_target(const struct config *c, const char *name)
     return false;
 }
 
+static int64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 struct pending {
     int64_t txns, changes, last_seq;
+    int64_t oldest_ts_us;       /* source commit time of the oldest pending */
 };
 
 static int count_txn(const struct journal_txn_info *info, void *arg)
 {
     struct pending *p = arg;
 
+    if (p->txns == 0)
+        p->oldest_ts_us = info->commit_ts_us;
     p->txns++;
     p->changes += info->nchanges;
     p->last_seq = info->commit_seq;
@@ -134,6 +147,10 @@ static json_t *endpoint_doc(struct state *s, const struct config *c,
     jset(&b, o, "applied_commit_seq", json_integer(applied));
     jset(&b, o, "pending_txns", json_integer(pend.txns));
     jset(&b, o, "pending_changes", json_integer(pend.changes));
+    /* Lag: how long the oldest change not yet applied here has waited. */
+    jset(&b, o, "lag_seconds", json_real(pend.txns > 0 && pend.oldest_ts_us > 0
+                                         ? (double)(now_us() - pend.oldest_ts_us) / 1e6
+                                         : 0.0));
     *depth_txns += pend.txns;
     *depth_changes += pend.changes;
     if (b.failed) {
@@ -147,6 +164,26 @@ fail:
     free(pos);
     json_decref(o);
     return NULL;
+}
+
+struct canary_ctx {
+    json_t *arr;
+    struct jb *b;
+};
+
+static int add_canary(const struct canary_status *cs, void *arg)
+{
+    struct canary_ctx *k = arg;
+    json_t *o = json_pack("{s:s,s:s,s:f,s:I,s:I,s:b}", "mapping", cs->mapping,
+                          "direction", canary_dir_name(cs->dir),
+                          "last_latency_seconds", (double)cs->last_latency_us / 1e6,
+                          "sent", (json_int_t)cs->sent_count,
+                          "seen", (json_int_t)cs->seen_count,
+                          "outstanding", cs->sent_us != 0 && cs->seen_us == 0);
+
+    if (o == NULL || json_array_append_new(k->arr, o) != 0)
+        k->b->failed = true;
+    return 0;
 }
 
 struct parked_ctx {
@@ -197,6 +234,15 @@ json_t *status_build(struct state *s, const struct config *c, struct err *e)
         goto fail;
     if (parked_count_by_reason(s, add_parked, &pc, e) < 0)
         goto fail;
+    {
+        json_t *canaries = json_array();
+        struct canary_ctx kc = { canaries, &b };
+        if (canaries == NULL || canary_list(s, add_canary, &kc, e) < 0) {
+            json_decref(canaries);
+            goto fail;
+        }
+        jset(&b, doc, "canaries", canaries);
+    }
 
     jset(&b, journal, "last_commit_seq", json_integer(last));
     jset(&b, journal, "depth_txns", json_integer(depth_txns));

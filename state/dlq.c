@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "state_int.h"
@@ -295,6 +296,31 @@ int dlq_count_open(struct state *s, int64_t *out, struct err *e)
                      "dlq count");
 }
 
+int dlq_count_open_key(struct state *s, const char *mapping, const char *key,
+                       int64_t *out, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    rc = state_stmt(s, ST_DLQ_COUNT_KEY,
+                    "SELECT count(*) FROM dlq WHERE status = 'open' AND mapping = ?1"
+                    " AND key = ?2", &st, e);
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "dlq count key", "tt", mapping, key);
+    if (rc == 0) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *out = sqlite3_column_int64(st, 0);
+            rc = 0;
+        } else {
+            rc = state_sqlerr(s, e, rc, "dlq count of mapping %s key %s", mapping, key);
+        }
+    }
+    state_stmt_done(s, ST_DLQ_COUNT_KEY, st);
+    return rc;
+}
+
 int parked_park_ex(struct state *s, const struct parked_key *p, struct err *e)
 {
     sqlite3_stmt *st;
@@ -356,13 +382,20 @@ int parked_unpark(struct state *s, const char *mapping, const char *key,
 int parked_is_parked(struct state *s, const char *mapping, const char *key,
                      bool *out, int64_t *since_us, struct err *e)
 {
+    return parked_lookup(s, mapping, key, out, since_us, NULL, 0, e);
+}
+
+int parked_lookup(struct state *s, const char *mapping, const char *key,
+                  bool *out, int64_t *since_us, char *reason, size_t cap,
+                  struct err *e)
+{
     sqlite3_stmt *st;
     int rc;
 
     if (mapping == NULL || key == NULL || out == NULL)
         return err_set(e, -EINVAL, "is parked: missing mapping or key");
     rc = state_stmt(s, ST_PK_GET,
-                    "SELECT since_us FROM parked WHERE mapping = ?1 AND key = ?2",
+                    "SELECT since_us, reason FROM parked WHERE mapping = ?1 AND key = ?2",
                     &st, e);
     if (rc < 0)
         return rc;
@@ -373,6 +406,8 @@ int parked_is_parked(struct state *s, const char *mapping, const char *key,
             *out = rc == SQLITE_ROW;
             if (rc == SQLITE_ROW && since_us != NULL)
                 *since_us = sqlite3_column_int64(st, 0);
+            if (rc == SQLITE_ROW && reason != NULL && cap > 0)
+                snprintf(reason, cap, "%s", state_col_text(st, 1) ? state_col_text(st, 1) : "");
             rc = 0;
         } else {
             rc = state_sqlerr(s, e, rc, "is parked %s %s", mapping, key);

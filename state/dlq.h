@@ -10,6 +10,7 @@
 #define TANDEM_DLQ_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "state.h"
@@ -74,6 +75,10 @@ int dlq_count_open(struct state *s, int64_t *out, struct err *e);
 
 const char *dlq_status_name(enum dlq_status st);
 
+/* Open entries of (mapping, key): a key is unparked when this reaches 0. */
+int dlq_count_open_key(struct state *s, const char *mapping, const char *key,
+                       int64_t *out, struct err *e);
+
 /* Parked keys: a key whose later changes must wait (behind a DLQ entry,
  * a missing parent, an open manual conflict). One row per (mapping, key).
  * reason is a short code used as the tandem_parked_keys{reason} label:
@@ -104,6 +109,11 @@ int parked_unpark(struct state *s, const char *mapping, const char *key,
  * NULL, *since_us = when. */
 int parked_is_parked(struct state *s, const char *mapping, const char *key,
                      bool *out, int64_t *since_us, struct err *e);
+
+/* The same, also copying the reason into reason (cap bytes) when parked. */
+int parked_lookup(struct state *s, const char *mapping, const char *key,
+                  bool *out, int64_t *since_us, char *reason, size_t cap,
+                  struct err *e);
 
 /* Calls fn for parked keys of mapping (NULL = all), oldest first. */
 typedef int (*parked_fn)(const struct parked_key *p, void *arg);

@@ -74,6 +74,7 @@ enum state_stmt_id {
     ST_DLQ_RETRY_FAILED,
     ST_DLQ_LIST_RETRY,
     ST_DLQ_COUNT_OPEN,
+    ST_DLQ_COUNT_KEY,
     ST_PK_PARK,
     ST_PK_UNPARK,
     ST_PK_GET,

@@ -69,6 +69,8 @@ struct pgsink {
     int64_t group_last_seq, group_ts_us;
     bool in_txn;
     bool hold;                  /* feeding paused until feed_timer */
+    bool parked_any;            /* some key is parked: check each change */
+    uint64_t parked_checked_ms;
     int group_changes;
     /* in-flight queue (ring) */
     struct q_entry *q;
@@ -91,6 +93,7 @@ struct pgsink {
 static void sink_connect(struct pgsink *s);
 static void sink_fail(struct pgsink *s, const char *what, const char *detail);
 static void feed(struct pgsink *s);
+static bool held_by_parked_key(struct pgsink *s, const struct change *c);
 
 /* ---- the in-flight queue ---- */
 
@@ -660,7 +663,8 @@ static int on_journal_change(const struct change *c, void *arg)
 
     x->count++;
     s->cur_after = c->seq;
-    if (m == NULL || !mapping_targets(s, m, c->endpoint, &t) || excluded(s, c->seq))
+    if (m == NULL || !mapping_targets(s, m, c->endpoint, &t) || excluded(s, c->seq) ||
+        held_by_parked_key(s, c))
         return 0;
     if ((rc = begin_if_needed(s)) != 0)
         return x->err = rc;
@@ -726,10 +730,23 @@ static bool next_txn(struct pgsink *s)
     return true;
 }
 
+static void refresh_parked(struct pgsink *s)
+{
+    int64_t n = 0;
+
+    if (uv_now(s->loop) - s->parked_checked_ms < 1000)
+        return;
+    s->parked_checked_ms = uv_now(s->loop);
+    if (parked_count(s->st, &n, NULL) == 0)
+        s->parked_any = n > 0;
+}
+
 static void feed(struct pgsink *s)
 {
     struct change_ctx x = { .s = s };
     int n;
+
+    refresh_parked(s);
 
     while (s->state == SK_READY && !s->seg_failed && !s->hold && s->qlen < WINDOW) {
         if (s->cur_txn == 0) {
@@ -883,39 +900,81 @@ static void on_setup_result(struct pgsink *s, const struct q_entry *q, PGresult 
 }
 
 /* The target rejected a change: record it, skip it on the redo. */
-static void dead_letter(struct pgsink *s, const struct q_entry *q, const char *msg)
+/* Records a change the target cannot take in the DLQ with everything a
+ * retry needs to journal it again, and parks its key so later changes of
+ * the key wait behind it (G8). */
+static void dead_letter_change(struct pgsink *s, const struct change *c, const char *msg)
 {
+    struct dlq_entry d = { 0 };
+    struct parked_key pk = { 0 };
+    char op[2] = { (char)c->op, '\0' };
+    json_t *fields = c->fields ? json_loads(c->fields, 0, NULL) : NULL;
+    json_t *key = json_loads(c->key, 0, NULL);
+    json_t *change = json_pack("{s:s,s:o*,s:o*,s:I,s:s?}", "op", op, "key", key,
+                               "fields", fields, "version_us", (json_int_t)c->version_us,
+                               "source", c->endpoint);
+    char *text = change ? json_dumps(change, JSON_COMPACT) : NULL;
     char seq[24];
 
-    snprintf(seq, sizeof(seq), "%" PRId64, q->seq);
-    log_error("pgsink", "the target rejected a change: skipped and recorded;"
-              " fix the data or the target and retry it", "endpoint", s->ep->name,
-              "mapping", q->mapping, "key", q->key, "seq", seq, "err", msg);
-    exclude(s, q->seq);
-    s->stats.errors++;
-    struct dlq_entry d = { 0 };
-    char op[2] = { q->op, '\0' };
-    json_t *fields = q->incoming ? json_loads(q->incoming, 0, NULL) : NULL;
-    json_t *key = json_loads(q->key, 0, NULL);
-    /* Everything a retry needs to journal the change again. */
-    json_t *change = json_pack("{s:s,s:o*,s:o*,s:I,s:s?}", "op", op, "key", key,
-                               "fields", fields, "version_us", (json_int_t)q->version_us,
-                               "source", q->source);
-    char *text = change ? json_dumps(change, JSON_COMPACT) : NULL;
-
+    snprintf(seq, sizeof(seq), "%" PRId64, c->seq);
     json_decref(change);
-    d.mapping = q->mapping;
-    d.key = q->key;
-    d.source = q->source;
+    exclude(s, c->seq);
+    s->stats.errors++;
+    d.mapping = c->mapping;
+    d.key = c->key;
+    d.source = c->endpoint;
     d.target = s->ep->name;
-    d.change_seq = q->seq;
+    d.change_seq = c->seq;
     d.change = text;
     d.error = msg;
     d.attempts = 1;
-    if (state_begin(s->st, NULL) != 0 || dlq_add(s->st, &d, NULL) != 0)
-        log_error("pgsink", "cannot record the rejected change in the DLQ", "endpoint",
+    pk.mapping = c->mapping;
+    pk.key = c->key;
+    pk.reason = "dlq";
+    pk.target = s->ep->name;
+    if (state_begin(s->st, NULL) != 0 || dlq_add(s->st, &d, NULL) != 0) {
+        log_error("pgsink", "cannot record the change in the DLQ", "endpoint",
                   s->ep->name, "seq", seq);
+    } else {
+        pk.dlq_id = d.id;
+        if (parked_park_ex(s->st, &pk, NULL) == 0)
+            s->parked_any = true;
+    }
     free(text);
+}
+
+static void dead_letter(struct pgsink *s, const struct q_entry *q, const char *msg)
+{
+    struct change c = { 0 };
+    char seq[24];
+
+    snprintf(seq, sizeof(seq), "%" PRId64, q->seq);
+    log_error("pgsink", "the target rejected a change: dead-lettered and its key parked;"
+              " fix the data or the target, then tandem dlq retry", "endpoint", s->ep->name,
+              "mapping", q->mapping, "key", q->key, "seq", seq, "err", msg);
+    c.seq = q->seq;
+    c.endpoint = q->source;
+    c.mapping = q->mapping;
+    c.op = (enum change_op)q->op;
+    c.key = q->key;
+    c.fields = q->incoming;
+    c.version_us = q->version_us;
+    dead_letter_change(s, &c, msg);
+}
+
+/* A change of a key parked behind a DLQ entry waits there too, in order. */
+static bool held_by_parked_key(struct pgsink *s, const struct change *c)
+{
+    char reason[32] = "", msg[128];
+    bool parked = false;
+
+    if (!s->parked_any || c->op == CHANGE_TRUNCATE ||
+        parked_lookup(s->st, c->mapping, c->key, &parked, NULL, reason,
+                      sizeof(reason), NULL) != 0 || !parked || strcmp(reason, "dlq") != 0)
+        return false;
+    snprintf(msg, sizeof(msg), "key parked behind an earlier dead-lettered change");
+    dead_letter_change(s, c, msg);
+    return true;
 }
 
 /* End of a pipeline segment (Sync): commit bookkeeping or redo. */

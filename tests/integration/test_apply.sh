@@ -71,13 +71,20 @@ check "dlq list shows the entry with its error" grep -q 'check constraint' "$WOR
 dlq_id=$(cut -f1 "$WORK/dlq.out" | head -1)
 "$TANDEM" dlq show "$dlq_id" -c "$WORK/cfg.json" --json >"$WORK/dlq_show.out"
 check "dlq show has the change" grep -qF '\"op\":\"I\"' "$WORK/dlq_show.out"
+# A later change of the parked key waits behind the first (G8), others flow.
+psql_on A -c "update t set v = 'bad-then-fixed', cnt = cnt + 1 where id = -1"
+psql_on A -c "insert into t (id, v) values (-3, 'flows past the parked key')"
+wait_for "other key applied" 30 bash -c "[ \"\$(psql -X -At -h 127.0.0.1 -p $B_PORT -U postgres -d postgres -c 'select v from t where id = -3')\" = 'flows past the parked key' ]"
+expect_eq "later change of the parked key waits in the DLQ" 2 "$(sq "select count(*) from dlq where key = '[\"-1\"]' and status = 'open'")"
+expect_eq "key parked behind the DLQ entry" "dlq" "$(sq "select reason from parked where key = '[\"-1\"]'")"
 dlq_unhealthy() { curl -s "http://127.0.0.1:$HTTP_PORT/healthz" | grep -q dlq_nonempty; }
 check "healthz degraded while the DLQ is not empty" wait_for "dlq health" 10 dlq_unhealthy
 # The operator fixes the peer and retries: the change lands, the entry leaves the list.
 psql_on B -c "alter table t drop constraint t_v_check"
 "$TANDEM" dlq -c "$WORK/cfg.json" retry "$dlq_id" >/dev/null
-wait_for "retried row on B" 30 bash -c "[ \"\$(psql -X -At -h 127.0.0.1 -p $B_PORT -U postgres -d postgres -c 'select v from t where id = -1')\" = 'bad' ]"
-expect_eq "retried change applied" "bad" "$(psql_on B -c 'select v from t where id = -1')"
+wait_for "retried rows on B" 30 bash -c "[ \"\$(psql -X -At -h 127.0.0.1 -p $B_PORT -U postgres -d postgres -c 'select v from t where id = -1')\" = 'bad-then-fixed' ]"
+expect_eq "retry applies the held changes in order" "bad-then-fixed|2" "$(psql_on B -c 'select v, cnt from t where id = -1')"
+expect_eq "key unparked after the retry" 0 "$(sq "select count(*) from parked")"
 expect_eq "dlq list empty after the retry" "" "$("$TANDEM" dlq list -c "$WORK/cfg.json")"
 check "dlq list --history keeps it" bash -c "'$TANDEM' dlq list --history -c '$WORK/cfg.json' | grep -q retried"
 set +e; "$TANDEM" dlq retry 999999 -c "$WORK/cfg.json" >/dev/null 2>&1; rc=$?; set -e

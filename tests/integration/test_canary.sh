@@ -22,6 +22,9 @@ canaries_seen() { # N: histogram count at least N
 }
 check "canaries arrive and are timed" wait_for "4 canaries" 30 canaries_seen 4
 expect_eq "canaries ran in both directions" 2 "$(sq "select count(*) from canary where mapping = 't' and seen_count > 0")"
+"$TANDEM" status --json -c "$WORK/cfg.json" >"$WORK/status.json"
+check "status shows canaries per direction" grep -q '"direction": "b_to_a"' "$WORK/status.json"
+check "status shows per-endpoint lag" grep -q '"lag_seconds"' "$WORK/status.json"
 no_canary_rows() {
   [ "$(psql_on A -c 'select count(*) from t where id = -424242')" = 0 ] &&
   [ "$(psql_on B -c 'select count(*) from t where id = -424242')" = 0 ]
