@@ -77,6 +77,11 @@ struct pgsink {
     size_t qcap, qhead, qlen;
     bool seg_failed;
     char seg_error[512];
+    char seg_sqlstate[8];
+    /* transient failures of one change: attempts and first failure (ms) */
+    int64_t retry_seq;
+    int retry_attempts;
+    uint64_t retry_first_ms;
     int64_t seg_error_seq;
     struct q_entry seg_error_entry;
     /* prepared statements */
@@ -977,6 +982,31 @@ static bool held_by_parked_key(struct pgsink *s, const struct change *c)
     return true;
 }
 
+/* Errors that may pass by themselves: serialization failures and
+ * deadlocks (40), resources (53), operator intervention (57), connection
+ * (08), lock timeouts (55P03). Anything else about a change is about its
+ * data. */
+static bool transient_sqlstate(const char *st)
+{
+    return !strncmp(st, "40", 2) || !strncmp(st, "53", 2) || !strncmp(st, "57", 2) ||
+           !strncmp(st, "08", 2) || !strcmp(st, "55P03") || st[0] == '\0';
+}
+
+/* Counts a transient failure of change seq against cfg->retry. */
+static bool retries_exhausted(struct pgsink *s, int64_t seq)
+{
+    uint64_t now = uv_now(s->loop);
+
+    if (s->retry_seq != seq) {
+        s->retry_seq = seq;
+        s->retry_attempts = 0;
+        s->retry_first_ms = now;
+    }
+    s->retry_attempts++;
+    return s->retry_attempts >= s->cfg->retry.max_attempts ||
+           now - s->retry_first_ms >= (uint64_t)s->cfg->retry.max_retry_s * 1000;
+}
+
 /* End of a pipeline segment (Sync): commit bookkeeping or redo. */
 static void on_sync(struct pgsink *s)
 {
@@ -1006,13 +1036,18 @@ static void on_sync(struct pgsink *s)
     /* The target transaction failed: roll it back (Sync alone leaves an
      * explicit transaction block open and aborted), then redo from the
      * last commit without the rejected change. */
-    bool data_error = s->seg_error_entry.kind == Q_STMT;
+    bool data_error = s->seg_error_entry.kind == Q_STMT && !transient_sqlstate(s->seg_sqlstate);
     s->seg_failed = false;
+    if (!data_error && s->seg_error_entry.kind == Q_STMT &&
+        retries_exhausted(s, s->seg_error_entry.seq)) {
+        /* Transient, but past the retry policy (G8): dead-letter it. */
+        data_error = true;
+    }
     if (data_error)
         dead_letter(s, &s->seg_error_entry, s->seg_error);
     else
         log_error("pgsink", "target transaction failed; retrying", "endpoint",
-                  s->ep->name, "err", s->seg_error);
+                  s->ep->name, "sqlstate", s->seg_sqlstate, "err", s->seg_error);
     q_entry_free(&s->seg_error_entry);
     clear_stmts(s);
     s->fed_seq = s->applied_seq;
@@ -1027,7 +1062,8 @@ static void on_sync(struct pgsink *s)
         /* Hold feeding back until the timer: not a per-row problem. */
         s->hold = true;
         uv_timer_start(&s->feed_timer, on_feed_timer, s->backoff_ms, 0);
-        s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
+        s->backoff_ms = s->backoff_ms * 2 > (unsigned)s->cfg->retry.backoff_max_ms
+                        ? (unsigned)s->cfg->retry.backoff_max_ms : s->backoff_ms * 2;
     }
 }
 
@@ -1041,6 +1077,8 @@ static void on_result(struct pgsink *s, struct q_entry *q, PGresult *r)
                  PQresultErrorMessage(r));
         s->seg_error[strcspn(s->seg_error, "\n")] = '\0';
         log_redact(s->seg_error, sizeof(s->seg_error));
+        snprintf(s->seg_sqlstate, sizeof(s->seg_sqlstate), "%s",
+                 PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : "");
         s->seg_error_entry = *q;      /* takes ownership of its strings */
         q->mapping = q->key = q->incoming = q->base = q->source = NULL;
         return;
