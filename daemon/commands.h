@@ -12,5 +12,6 @@ int cmd_teardown(struct cli_opts *o);
 int cmd_version(struct cli_opts *o);
 int cmd_conflicts(struct cli_opts *o);
 int cmd_dlq(struct cli_opts *o);
+int cmd_reconcile(struct cli_opts *o);
 
 #endif
