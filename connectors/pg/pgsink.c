@@ -892,6 +892,36 @@ static void on_stmt_result(struct pgsink *s, const struct q_entry *q, PGresult *
                         PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4));
 }
 
+/* Origin progress counts this state's journal: progress beyond the
+ * journal's end was left by another state file using the same origin (a
+ * recreated state, a second pipeline). Trusting it would skip changes, so
+ * the state's own applied position wins and the operator is told. */
+static void adopt_foreign_progress(struct pgsink *s)
+{
+    int64_t last = 0, own = 0;
+    char prog[24], mine[24];
+
+    if (journal_last_commit_seq(s->st, &last, NULL) != 0 || s->applied_seq <= last)
+        return;
+    state_applied_get(s->st, s->ep->name, &own, NULL);
+    snprintf(prog, sizeof(prog), "%" PRId64, s->applied_seq);
+    snprintf(mine, sizeof(mine), "%" PRId64, own);
+    log_warn("pgsink", "replication origin progress is ahead of this state's journal:"
+             " another state file used this origin; applying from this state's own"
+             " position. Give each pipeline its own origin", "endpoint", s->ep->name,
+             "origin", s->ep->origin, "origin_progress", prog, "state_applied", mine);
+    s->applied_seq = own;
+    /* Move the origin back to this state's position, so from now on its
+     * progress is exact again (advance may go backwards). */
+    char lsn[PGO_LSN_STRLEN];
+    const char *v[2] = { s->ep->origin, lsn };
+    pgo_lsn_format((uint64_t)own, lsn);
+    if (!send_plain(s, Q_PLAIN, "SELECT pg_replication_origin_advance($1, $2::pg_lsn)", 2, v) ||
+        PQpipelineSync(s->conn) != 1 || q_push(s, Q_SYNC) == NULL)
+        log_error("pgsink", "cannot reset the replication origin's progress",
+                  "endpoint", s->ep->name, "origin", s->ep->origin);
+}
+
 static void on_setup_result(struct pgsink *s, const struct q_entry *q, PGresult *r)
 {
     uint64_t lsn = 0;
@@ -899,6 +929,7 @@ static void on_setup_result(struct pgsink *s, const struct q_entry *q, PGresult 
     if (q->kind == Q_PROGRESS && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0) &&
         pgo_lsn_parse(PQgetvalue(r, 0, 0), &lsn) == 0) {
         s->applied_seq = (int64_t)lsn;
+        adopt_foreign_progress(s);
     }
     if (q->kind == Q_TRACKTS && PQntuples(r) == 1)
         s->track_ts = strcmp(PQgetvalue(r, 0, 0), "on") == 0;

@@ -54,4 +54,15 @@ psql_on A -c "insert into people (id, name) values (10, 'replica-mode')"
 wait_for "row on B" 20 bash -c "[ \$(psql -X -At -h 127.0.0.1 -p $B_PORT -U postgres -d postgres -c 'select count(*) from contacts where contact_id = 10') = 1 ]"
 expect_eq "apply_as_replica does not fire ordinary triggers" 3 "$(psql_on B -c 'select count(*) from audit')"
 kill -TERM $TANDEM_PID; wait $TANDEM_PID || true
+
+# A fresh state file with the old origins: their progress counts another
+# journal and must not make tandem skip the new one's changes.
+rm -f "$WORK"/state.db*
+start_tandem "$WORK/cfg.json" "$WORK/tandem3.log"
+wait_for "tandem ready" 30 grep -q '"msg":"ready' "$WORK/tandem3.log"
+psql_on A -c "insert into people (id, name) values (20, 'after a new state')"
+wait_for "row on B with a new state" 20 bash -c "[ \$(psql -X -At -h 127.0.0.1 -p $B_PORT -U postgres -d postgres -c 'select count(*) from contacts where contact_id = 20') = 1 ]"
+expect_eq "a new state applies its own journal despite old origin progress" 1 "$(psql_on B -c 'select count(*) from contacts where contact_id = 20')"
+check "foreign origin progress reported" grep -q 'origin progress is ahead' "$WORK/tandem3.log"
+kill -TERM $TANDEM_PID; wait $TANDEM_PID || true
 finish
