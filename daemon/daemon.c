@@ -18,6 +18,7 @@
 #include "../state/state.h"
 #include "canaries.h"
 #include "dlq_retry.h"
+#include "reconcile_rt.h"
 #include "health.h"
 #include "http.h"
 #include "log.h"
@@ -57,6 +58,7 @@ struct daemon {
     int neps;
     int64_t durable_seq;
     struct canaries *canaries;
+    struct reconcile_rt *reconcile;
     bool ready_sent, stopping;
     unsigned ticks;
     int closing;
@@ -470,6 +472,8 @@ static void begin_stop(struct daemon *d, const char *why)
     }
     canaries_close(d->canaries);
     d->canaries = NULL;
+    reconcile_rt_close(d->reconcile);
+    d->reconcile = NULL;
     uv_close((uv_handle_t *)&d->flush_timer, on_handle_closed);
     uv_close((uv_handle_t *)&d->tick_timer, on_handle_closed);
     uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
@@ -556,6 +560,8 @@ int daemon_run(struct config *cfg, struct err *e)
              "http", cfg->http_listen ? cfg->http_listen : "");
     if (canaries_new(&d->canaries, &d->loop, cfg, d->st, d->metrics, d->health) != 0)
         log_error("daemon", "cannot start canaries: out of memory");
+    if (reconcile_rt_new(&d->reconcile, &d->loop, cfg, d->st, d->metrics, d->health) != 0)
+        log_error("daemon", "cannot start the periodic reconcile: out of memory");
     start_all(d);
     uv_run(&d->loop, UV_RUN_DEFAULT);
     if (state_in_txn(d->st))

@@ -257,6 +257,14 @@ json_t *status_build(struct state *s, const struct config *c, struct err *e)
     jset(&b, doc, "conflicts", conflicts);
     jset(&b, doc, "dlq", dlq);
     jset(&b, doc, "parked", parked);
+    {
+        char last_rec[512];
+        /* "mapping=differing keys,..." from the daemon's periodic reconcile. */
+        if (state_meta_get(s, "last_reconcile", last_rec, sizeof(last_rec), NULL) == 0)
+            jset(&b, doc, "last_reconcile", jtext(last_rec));
+        else
+            jset(&b, doc, "last_reconcile", json_null());
+    }
     if (b.failed) {
         err_set(e, -ENOMEM, "status: out of memory");
         json_decref(doc);
