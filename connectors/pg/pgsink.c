@@ -1287,6 +1287,15 @@ int pgsink_new(struct pgsink **out, uv_loop_t *loop, const struct config *c,
 
 int pgsink_start(struct pgsink *s)
 {
+    /* Say so when a mapping's strategy is not decided by this writer yet. */
+    for (size_t i = 0; i < s->cfg->nmappings; i++) {
+        const struct cfg_mapping *m = &s->cfg->mappings[i];
+        if ((m->a.ep == s->ep || m->b.ep == s->ep) &&
+            (m->strategy == CFG_STRAT_FIELD_MERGE || m->strategy == CFG_STRAT_PLUGIN))
+            log_warn("pgsink", "this strategy is not applied by the PostgreSQL writer yet:"
+                     " its conflicts are decided by last_write_wins", "endpoint", s->ep->name,
+                     "mapping", m->name, "strategy", strategy_name(m->strategy));
+    }
     sink_connect(s);
     return 0;
 }
