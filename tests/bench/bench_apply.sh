@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# bench_apply.sh BUILD_DIR: tandem's PostgreSQL apply (issue 4), measured
+# against PostgreSQL's own logical replication (CREATE SUBSCRIPTION) between
+# the same two clusters in the same run. Prints tandem/native ratios.
+#
+# Workloads (each on its own table pair, fresh slots every run):
+#   a    ROWS rows in TXN_ROWS-row transactions, replicator running, end to end
+#   c    BIG_TXN_ROWS rows in one transaction (from its commit to the last row on B)
+#   e1   backlog drain of (a): written while the replicator is stopped, then started
+#   e2   backlog drain of UPD_TXNS one-row update transactions
+#   lat  one-row inserts every LAT_INTERVAL_MS for LAT_S seconds: p50/p99 latency
+# Arrival on B: a column `arrived timestamptz default clock_timestamp()` for
+# the insert workloads; an ENABLE ALWAYS trigger for e2 and lat.
+# Environment: ROWS (200000), TXN_ROWS (1000), BIG_TXN_ROWS (50000),
+# UPD_TXNS (20000), LAT_S (10), LAT_INTERVAL_MS (10), RUNS (3),
+# WORKLOADS ("a c e1 e2 lat"), REPLICA_IDENTITY (full | default),
+# FSYNC (off, as tests/integration/lib.sh sets it | on: both clusters flush
+# commits to disk), KEEP_WORK=1 keeps the work directory.
+BUILD_DIR=${1:-}
+if [ -z "$BUILD_DIR" ] || [ ! -x "$BUILD_DIR/tandem" ]; then
+  echo "usage: $0 BUILD_DIR (a release build containing tandem)" >&2; exit 2;
+fi
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/../integration/lib.sh" "$BUILD_DIR/tandem"
+source "$HERE/lib_bench.sh"
+
+ROWS=${ROWS:-200000}
+TXN_ROWS=${TXN_ROWS:-1000}
+BIG_TXN_ROWS=${BIG_TXN_ROWS:-50000}
+UPD_TXNS=${UPD_TXNS:-20000}
+LAT_S=${LAT_S:-10}
+LAT_INTERVAL_MS=${LAT_INTERVAL_MS:-10}
+LAT_N=$(( LAT_S * 1000 / LAT_INTERVAL_MS ))
+RUNS=${RUNS:-3}
+WORKLOADS=${WORKLOADS:-a c e1 e2 lat}
+REPLICA_IDENTITY=${REPLICA_IDENTITY:-full}
+TIMEOUT_S=${TIMEOUT_S:-600}
+FSYNC=${FSYNC:-off}
+
+ensure_bc
+trap 'rc=$?; (exit $rc); cleanup' EXIT
+
+echo "# bench_apply: $(nproc) CPUs, $(free -g | awk '/^Mem:/ { print $2 " GiB RAM" }'), $("$PGBIN/postgres" --version)"
+echo "# tandem: $TANDEM ($("$TANDEM" version 2>/dev/null | head -n 1))"
+echo "# a/e1: $ROWS rows in $TXN_ROWS-row txns; c: $BIG_TXN_ROWS rows in 1 txn; e2: $UPD_TXNS one-row update txns;" \
+     "lat: every $LAT_INTERVAL_MS ms for $LAT_S s; runs: $RUNS; source replica identity: $REPLICA_IDENTITY; fsync: $FSYNC"
+
+pg_start A
+pg_start B
+# The logical replication launcher starts workers at most once per
+# wal_retrieve_retry_interval (5 s by default, for all subscriptions at once):
+# the benchmark enables subscriptions back to back, so that throttle would be
+# measured as drain time. Lower it on B (it changes nothing else measured).
+psql_on B -c "alter system set wal_retrieve_retry_interval = '20ms'" -c "select pg_reload_conf()" >/dev/null
+if [ "$FSYNC" = on ]; then
+  for c in A B; do psql_on "$c" -c "alter system set fsync = on" -c "select pg_reload_conf()" >/dev/null; done
+fi
+
+# ---- schema: one table per workload and replicator, same definition on A
+# and B; B adds `arrived`. No autovacuum on them: it would wake at random
+# moments of a measurement (tables are truncated before every run instead).
+psql_on A -c "
+  create procedure bench_fill(tbl text, first bigint, n bigint, per_txn int) language plpgsql as \$\$
+  declare i bigint := first;
+  begin
+    while i < first + n loop
+      execute format('insert into %I (id, v) select g, md5(g::text) from generate_series(\$1, \$2) g', tbl)
+        using i, least(i + per_txn, first + n) - 1;
+      commit;
+      i := i + per_txn;
+    end loop;
+  end \$\$;
+  create procedure bench_update(tbl text, n bigint) language plpgsql as \$\$
+  begin
+    for i in 1 .. n loop
+      execute format('update %I set v = md5(v), n = n + 1 where id = \$1', tbl) using i;
+      commit;
+    end loop;
+  end \$\$;
+  create procedure bench_tick(tbl text, n int, interval_ms int) language plpgsql as \$\$
+  begin
+    for i in 1 .. n loop
+      execute format('insert into %I (id, v) values (\$1, md5(\$1::text))', tbl) using i;
+      commit;
+      perform pg_sleep(interval_ms / 1000.0);
+    end loop;
+  end \$\$;"
+psql_on B -c "
+  create function bench_arrived() returns trigger language plpgsql as \$\$
+  begin new.arrived := clock_timestamp(); return new; end \$\$;"
+for w in a c e1 e2 lat; do
+  for R in nat tan; do
+    t="${w}_$R"
+    cols="id bigint primary key, v text, n int not null default 0, created timestamptz not null default clock_timestamp()"
+    psql_on A -c "create table $t ($cols) with (autovacuum_enabled = off); alter table $t replica identity $REPLICA_IDENTITY"
+    psql_on B -c "create table $t ($cols, arrived timestamptz default clock_timestamp()) with (autovacuum_enabled = off)"
+    if [ "$w" = e2 ] || [ "$w" = lat ]; then
+      psql_on B -c "create trigger arrived before insert or update on $t for each row execute function bench_arrived();
+                    alter table $t enable always trigger arrived"
+    fi
+  done
+done
+
+# ---- replicators. R is nat (CREATE SUBSCRIPTION) or tan (tandem a_to_b).
+# NAME is unique per workload and run, so no slot, origin or state is reused.
+sub_streaming() {
+  [ "$(psql_on A -c "select count(*) from pg_stat_replication where application_name = '$1' and state = 'streaming'")" = 1 ]
+}
+tandem_ready() { grep -q '"msg":"ready' "$1"; }
+# bq: psql on B without the NOTICEs of CREATE/DROP SUBSCRIPTION.
+bq() { PGOPTIONS="-c client_min_messages=warning" psql_on B "$@"; }
+
+# rep_prepare R NAME TABLE ENABLED: creates the replicator's slot; with
+# ENABLED=1 also starts it and waits until it streams.
+rep_prepare() {
+  local R=$1 name=$2 t=$3 enabled=$4
+  if [ "$R" = nat ]; then
+    psql_on A -c "create publication $name for table $t"
+    bq -c "create subscription $name connection '$(conninfo_of A)' publication $name
+                  with (copy_data = false, enabled = $([ "$enabled" = 1 ] && echo true || echo false))"
+    [ "$enabled" = 1 ] && wait_for "subscription $name streaming" 60 sub_streaming "$name"
+  else
+    rm -f "$WORK/$name.db" "$WORK/$name.db-wal" "$WORK/$name.db-shm"
+    bench_config "$WORK/$name.json" "$WORK/$name.db" "$name" "$(conninfo_of B)" "$t:id,v,n,created"
+    "$TANDEM" setup -c "$WORK/$name.json" >>"$WORK/setup.log" 2>&1 ||
+      { echo "tandem setup failed; see $WORK/setup.log" >&2; exit 1; }
+    if [ "$enabled" = 1 ]; then rep_start "$R" "$name"; wait_for "tandem $name ready" 60 tandem_ready "$WORK/$name.log"; fi
+  fi
+  return 0
+}
+
+# rep_start R NAME: starts a prepared replicator (no waiting).
+rep_start() {
+  if [ "$1" = nat ]; then psql_on B -c "alter subscription $2 enable"
+  else start_tandem "$WORK/$2.json" "$WORK/$2.log"; fi
+}
+
+# rep_stop R NAME: stops it; its slot keeps the position.
+rep_stop() {
+  if [ "$1" = nat ]; then
+    psql_on B -c "alter subscription $2 disable"
+    wait_for "slot $2 inactive" 60 slot_inactive "$2"
+  else
+    stop_tandem
+    wait_for "slot tandem_$2 inactive" 60 slot_inactive "tandem_$2"
+  fi
+}
+
+# rep_finish R NAME: stops it and drops everything it created.
+rep_finish() {
+  if [ "$1" = nat ]; then
+    bq -c "drop subscription $2"
+    psql_on A -c "drop publication if exists $2"
+  else
+    [ -n "${TANDEM_PID:-}" ] && HWM_KB=$(vm_kb "$TANDEM_PID" VmHWM)
+    stop_tandem
+    "$TANDEM" teardown -c "$WORK/$2.json" >>"$WORK/setup.log" 2>&1 || echo "# tandem teardown of $2 failed; see $WORK/setup.log"
+    drop_slot "tandem_$2"
+    log_oddities "$WORK/$2.log"
+    # Nothing here conflicts or is rejected: any such row is worth a look.
+    local odd
+    odd=$(sqlite3 -readonly -cmd ".timeout 5000" "$WORK/$2.db" \
+      "select (select count(*) from conflicts) || ' conflict(s), ' || (select count(*) from dlq) || ' dead-lettered'")
+    [ "$odd" = "0 conflict(s), 0 dead-lettered" ] || echo "# WARNING: tandem $2 recorded $odd"
+  fi
+}
+
+b_has() { [ "$(psql_on B -c "select count(*) from $1 where id = $2 and n >= ${3:-0}")" = 1 ]; }
+b_max_arrived_us() { psql_on B -c "select (extract(epoch from max(arrived)) * 1000000)::bigint from $1 where n >= ${2:-0}"; }
+# verify TABLE EXPECTED_ROWS: B equals A (rows and md5 over ordered rows).
+verify() {
+  local cnt
+  cnt=$(psql_on B -c "select count(*) from $1")
+  if [ "$cnt" != "$2" ] || [ "$(table_md5 A "$1" 'id, v, n, created')" != "$(table_md5 B "$1" 'id, v, n, created')" ]; then
+    echo "# WARNING: $1 on B differs from A after the run (B has $cnt rows, expected $2)"
+  fi
+}
+truncate_both() { psql_on A -c "truncate $1"; psql_on B -c "truncate $1"; checkpoint_both; }
+checkpoint_both() { psql_on A -c checkpoint; psql_on B -c checkpoint; }
+# journaled_ms R NAME T0: for tandem, when its journal held the whole workload.
+journaled_ms() {
+  [ "$1" = tan ] || return 0
+  local last
+  last=$(sqlite3 -readonly -cmd ".timeout 5000" "$WORK/$2.db" "select max(committed_at_us) from journal_txn")
+  echo "; tandem journal complete at $(ms $((last - $3))) ms"
+}
+
+# Each run_W R NAME sets VAL (rows/s or txn/s, or "p50 p99") and DETAIL.
+run_a() {
+  local R=$1 name=$2 t="a_$1" t0 tw t1
+  truncate_both "$t"
+  rep_prepare "$R" "$name" "$t" 1
+  wait_quiet
+  t0=$(now_us)
+  psql_on A -c "call bench_fill('$t', 1, $ROWS, $TXN_ROWS)"
+  tw=$(now_us)
+  wait_for "$t complete on B" "$TIMEOUT_S" b_has "$t" "$ROWS"
+  t1=$(b_max_arrived_us "$t")
+  rep_finish "$R" "$name"
+  verify "$t" "$ROWS"
+  VAL=$(rate "$ROWS" $((t1 - t0)))
+  DETAIL="$(ms $((t1 - t0))) ms from writer start (writer $(ms $((tw - t0))) ms, last row $(ms $((t1 - tw))) ms after it)$(journaled_ms "$R" "$name" "$t0")"
+}
+
+run_c() {
+  local R=$1 name=$2 t="c_$1" t0 tc t1
+  truncate_both "$t"
+  rep_prepare "$R" "$name" "$t" 1
+  wait_quiet
+  t0=$(now_us)
+  psql_on A -c "insert into $t (id, v) select g, md5(g::text) from generate_series(1, $BIG_TXN_ROWS) g"
+  tc=$(now_us)
+  wait_for "$t complete on B" "$TIMEOUT_S" b_has "$t" "$BIG_TXN_ROWS"
+  t1=$(b_max_arrived_us "$t")
+  rep_finish "$R" "$name"
+  verify "$t" "$BIG_TXN_ROWS"
+  VAL=$(rate "$BIG_TXN_ROWS" $((t1 - tc)))
+  DETAIL="last row $(ms $((t1 - tc))) ms after the commit returned ($(ms $((t1 - t0))) ms from writer start = $(rate "$BIG_TXN_ROWS" $((t1 - t0))) rows/s)"
+}
+
+run_e1() {
+  local R=$1 name=$2 t="e1_$1" t0 t1
+  truncate_both "$t"
+  rep_prepare "$R" "$name" "$t" 0
+  psql_on A -c "call bench_fill('$t', 1, $ROWS, $TXN_ROWS)"
+  checkpoint_both
+  wait_quiet
+  t0=$(now_us)
+  rep_start "$R" "$name"
+  wait_for "$t complete on B" "$TIMEOUT_S" b_has "$t" "$ROWS"
+  t1=$(b_max_arrived_us "$t")
+  rep_finish "$R" "$name"
+  verify "$t" "$ROWS"
+  VAL=$(rate "$ROWS" $((t1 - t0)))
+  DETAIL="$(ms $((t1 - t0))) ms from replicator start$(journaled_ms "$R" "$name" "$t0")"
+}
+
+run_e2() {
+  local R=$1 name=$2 t="e2_$1" t0 t1
+  truncate_both "$t"
+  # The rows exist on both sides, put there by the replicator itself (so
+  # tandem's shadow knows them); then it stops and the updates pile up.
+  rep_prepare "$R" "$name" "$t" 1
+  psql_on A -c "call bench_fill('$t', 1, $UPD_TXNS, 1000)"
+  wait_for "$t seeded on B" "$TIMEOUT_S" b_has "$t" "$UPD_TXNS"
+  rep_stop "$R" "$name"
+  psql_on A -c "call bench_update('$t', $UPD_TXNS)"
+  checkpoint_both
+  wait_quiet
+  t0=$(now_us)
+  rep_start "$R" "$name"
+  wait_for "$t updates complete on B" "$TIMEOUT_S" b_has "$t" "$UPD_TXNS" 1
+  t1=$(b_max_arrived_us "$t" 1)
+  rep_finish "$R" "$name"
+  verify "$t" "$UPD_TXNS"
+  VAL=$(rate "$UPD_TXNS" $((t1 - t0)))
+  DETAIL="$(ms $((t1 - t0))) ms from replicator start"
+}
+
+run_lat() {
+  local R=$1 name=$2 t="lat_$1" q
+  truncate_both "$t"
+  rep_prepare "$R" "$name" "$t" 1
+  wait_quiet
+  psql_on A -c "call bench_tick('$t', $LAT_N, $LAT_INTERVAL_MS)"
+  wait_for "$t complete on B" "$TIMEOUT_S" b_has "$t" "$LAT_N"
+  rep_finish "$R" "$name"
+  verify "$t" "$LAT_N"
+  # created: clock_timestamp() of the insert on A (replicated); arrived: the
+  # trigger's clock_timestamp() when the row is written on B. (B's commit
+  # timestamps cannot serve: a replicated commit carries the origin's time.)
+  q=$(psql_on B -F ' ' -c "
+    with l as (select extract(epoch from arrived - created) * 1000 as ms from $t)
+    select round(percentile_cont(0.5) within group (order by ms)::numeric, 2),
+           round(percentile_cont(0.99) within group (order by ms)::numeric, 2),
+           round(avg(ms)::numeric, 2), round(max(ms)::numeric, 2) from l")
+  # shellcheck disable=SC2086 # four numbers, split on purpose
+  set -- $q
+  VAL="$1 $2"
+  DETAIL="p50 $1 ms p99 $2 ms (mean $3 ms, max $4 ms) over $LAT_N inserts"
+}
+
+# ---- runs
+declare -A VALS
+for r in $(seq 1 "$RUNS"); do
+  for w in $WORKLOADS; do
+    if [ $(( r % 2 )) = 1 ]; then order="nat tan"; else order="tan nat"; fi
+    for R in $order; do
+      HWM_KB=0
+      "run_$w" "$R" "${w}_${R}_r$r"
+      VALS[$w,$R]="${VALS[$w,$R]:-} ${VAL// /:}"
+      extra=""; [ "$R" = tan ] && extra="; tandem VmHWM $(calc "$HWM_KB / 1024" 1) MB"
+      printf "run %d %-3s %-6s %s%s [CPU busy just before: %s%%]\n" "$r" "$w" "$([ "$R" = nat ] && echo native || echo tandem)" "$DETAIL" "$extra" "$BUSY_PCT"
+    done
+  done
+done
+
+# ---- summary: medians over runs; ratios are tandem/native (for latency,
+# native/tandem, so higher is better everywhere).
+echo
+echo "summary (median of $RUNS runs; ratio = tandem/native throughput):"
+printf '  %-44s %12s %12s %7s  %s\n' workload native tandem ratio target
+col() { local v out=(); for v in $1; do out+=("$(echo "$v" | cut -d: -f"$2")"); done; median "${out[@]}"; }
+for w in $WORKLOADS; do
+  case $w in
+    a)  label="(a) $ROWS rows, $TXN_ROWS-row txns, end to end"; unit="rows/s"; target=1.0 ;;
+    c)  label="(c) $BIG_TXN_ROWS rows in one txn, after commit"; unit="rows/s"; target=1.0 ;;
+    e1) label="(e1) backlog drain of (a)"; unit="rows/s"; target=1.0 ;;
+    e2) label="(e2) backlog drain, $UPD_TXNS 1-row updates"; unit="txn/s"; target=1.5 ;;
+    lat) continue ;;
+  esac
+  # The ratio is the median of the per-run ratios (runs pair native and tandem).
+  ratios=(); read -r -a nv <<<"${VALS[$w,nat]}"; read -r -a tv <<<"${VALS[$w,tan]}"
+  for i in "${!nv[@]}"; do ratios+=("$(calc "${tv[$i]} / ${nv[$i]}")"); done
+  ratio=$(median "${ratios[@]}")
+  printf '  %-44s %12.0f %12.0f %7.3f  >= %s %s: %s\n' "$label" "$(median "${nv[@]}")" "$(median "${tv[@]}")" \
+    "$ratio" "$target" "$unit" "$(verdict "$ratio" '>=' "$target")"
+done
+if [[ " $WORKLOADS " == *" lat "* ]]; then
+  for R in nat tan; do
+    p50=$(col "${VALS[lat,$R]}" 1); p99=$(col "${VALS[lat,$R]}" 2)
+    if [ $R = nat ]; then np99=$p99; fi
+    printf '  %-44s p50 %6.2f ms  p99 %6.2f ms%s\n' "latency, one-row inserts every $LAT_INTERVAL_MS ms, $([ $R = nat ] && echo native || echo tandem)" \
+      "$p50" "$p99" "$([ $R = tan ] && echo "   p99 target <= 10 ms: $(verdict "$p99" '<=' 10); native p99 / tandem p99 = $(calc "$np99 / $p99" 2)")"
+  done
+fi
