@@ -52,7 +52,7 @@ struct daemon {
     struct metrics *metrics;
     struct health *health;
     struct http *http;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t flush_timer, tick_timer;
     struct endpoint_rt eps[MAX_EPS];
     int neps;
@@ -478,6 +478,16 @@ static void begin_stop(struct daemon *d, const char *why)
     uv_close((uv_handle_t *)&d->tick_timer, on_handle_closed);
     uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
     uv_close((uv_handle_t *)&d->sigint, on_handle_closed);
+    uv_close((uv_handle_t *)&d->sighup, on_handle_closed);
+}
+
+/* Logs go to stderr, which the service manager owns: there is nothing to
+ * reopen, but SIGHUP must not stop the daemon as it would by default. */
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    (void)h;
+    (void)signum;
+    log_info("daemon", "SIGHUP: logs go to stderr, nothing to reopen; still running");
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -551,6 +561,8 @@ int daemon_run(struct config *cfg, struct err *e)
     d->sigterm.data = d->sigint.data = d;
     uv_signal_start(&d->sigterm, on_signal, SIGTERM);
     uv_signal_start(&d->sigint, on_signal, SIGINT);
+    uv_signal_init(&d->loop, &d->sighup);
+    uv_signal_start(&d->sighup, on_sighup, SIGHUP);
     uv_timer_init(&d->loop, &d->flush_timer);
     uv_timer_init(&d->loop, &d->tick_timer);
     d->flush_timer.data = d->tick_timer.data = d;
