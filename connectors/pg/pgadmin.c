@@ -350,7 +350,7 @@ static int check_server(PGconn *conn, const struct config *c,
                       : "missing: GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text),"
                         " pg_replication_origin_xact_setup(pg_lsn, timestamptz),"
                         " pg_replication_origin_progress(text, boolean),"
-                        " pg_replication_origin_create(text) TO <role>");
+                        " pg_replication_origin_create(text), pg_replication_origin_advance(text, pg_lsn) TO <role>");
     }
     PQclear(r);
     return bad;

@@ -22,13 +22,14 @@
 #define WINDOW 4000            /* queries in flight */
 #define SLICE 500              /* changes read from the journal at once */
 #define GROUP_CHANGES 5000     /* close a target transaction past this */
+#define FAST_ROWS 64           /* rows per multi-row insert */
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
 
 enum sink_state { SK_IDLE, SK_CONNECTING, SK_SETUP, SK_READY, SK_CLOSING };
 
 enum q_kind { Q_SETUP, Q_PROGRESS, Q_TRACKTS, Q_PREPARE, Q_BEGIN, Q_STMT,
-              Q_PLAIN, Q_XACT, Q_COMMIT, Q_SYNC };
+              Q_PLAIN, Q_XACT, Q_COMMIT, Q_SYNC, Q_FAST };
 
 /* One query sent and not yet answered. */
 struct q_entry {
@@ -70,6 +71,18 @@ struct pgsink {
     bool in_txn;
     bool hold;                  /* feeding paused until feed_timer */
     bool parked_any;            /* some key is parked: check each change */
+    /* Inserts of new keys travel as multi-row INSERTs (the common bulk
+     * case); one that hits an existing key fails the target transaction,
+     * which is then redone with conditional writes up to careful_until. */
+    int64_t careful_until;
+    struct {
+        const struct cfg_mapping *m;
+        const struct cfg_side *t;
+        const char *cols[128];
+        size_t ncols, nrows;
+        char **vals;            /* nrows * ncols, owned */
+        size_t cap;
+    } fast;
     uint64_t parked_checked_ms;
     int group_changes;
     /* in-flight queue (ring) */
@@ -573,7 +586,13 @@ static int send_change(struct pgsink *s, const struct change *c,
         goto out;
     }
     base = advance_shadow(s, c, fields, &tomb);
-    if (c->old_fields != NULL) {
+    if (c->op == CHANGE_INSERT) {
+        /* An insert was made on no row: a row already there is a conflict
+         * unless it holds the same values. The shadow may hold what the
+         * other direction has in flight, so it is no base here. */
+        json_decref(base);
+        base = NULL;
+    } else if (c->old_fields != NULL) {
         /* The source's before-image is the exact state this change was
          * made on: a better base than the shadow, which may already hold
          * what another direction sent. */
@@ -658,6 +677,179 @@ static int begin_if_needed(struct pgsink *s)
     return 0;
 }
 
+/* ---- multi-row inserts ---- */
+
+static void fast_reset(struct pgsink *s)
+{
+    for (size_t i = 0; i < s->fast.nrows * s->fast.ncols; i++)
+        free(s->fast.vals[i]);
+    s->fast.nrows = 0;
+    s->fast.ncols = 0;
+    s->fast.m = NULL;
+}
+
+static const char *fast_stmt(struct pgsink *s)
+{
+    char *tbl = pgconn_quote_table(s->conn, s->fast.t->schema, s->fast.t->relname);
+    struct strbuf sig;
+    struct stmt *n;
+    const char *name = NULL;
+    size_t p = 1;
+
+    strbuf_init(&sig);
+    strbuf_adds(&sig, "F");
+    strbuf_adds(&sig, s->fast.m->name);
+    strbuf_addc(&sig, s->fast.t == &s->fast.m->a ? 'a' : 'b');
+    add_sig_cols(&sig, s->fast.cols, s->fast.ncols);
+    {
+        char rows[24];
+        snprintf(rows, sizeof(rows), "%zu", s->fast.nrows);
+        strbuf_adds(&sig, rows);
+    }
+    for (size_t i = 0; !sig.failed && i < s->nstmts; i++)
+        if (strcmp(s->stmts[i].sig, sig.buf) == 0) {
+            name = s->stmts[i].name;
+            goto out;
+        }
+    strbuf_reset(&s->sql);
+    strbuf_adds(&s->sql, "INSERT INTO ");
+    strbuf_adds(&s->sql, tbl ? tbl : "");
+    strbuf_adds(&s->sql, " (");
+    for (size_t c = 0; c < s->fast.ncols; c++) {
+        if (c > 0)
+            strbuf_adds(&s->sql, ", ");
+        add_ident(s, &s->sql, s->fast.cols[c]);
+    }
+    strbuf_adds(&s->sql, ") VALUES ");
+    for (size_t r = 0; r < s->fast.nrows; r++) {
+        strbuf_adds(&s->sql, r > 0 ? ", (" : "(");
+        for (size_t c = 0; c < s->fast.ncols; c++) {
+            if (c > 0)
+                strbuf_adds(&s->sql, ", ");
+            add_param(&s->sql, p++);
+        }
+        strbuf_addc(&s->sql, ')');
+    }
+    n = realloc(s->stmts, (s->nstmts + 1) * sizeof(*n));
+    if (tbl == NULL || s->sql.failed || sig.failed || n == NULL)
+        goto out;
+    s->stmts = n;
+    n = &s->stmts[s->nstmts];
+    snprintf(n->name, sizeof(n->name), "tandem_%u", ++s->stmt_counter);
+    if (PQsendPrepare(s->conn, n->name, s->sql.buf, 0, NULL) != 1 ||
+        q_push(s, Q_PREPARE) == NULL || (n->sig = strdup(sig.buf)) == NULL)
+        goto out;
+    s->nstmts++;
+    name = n->name;
+out:
+    free(tbl);
+    strbuf_free(&sig);
+    return name;
+}
+
+/* Sends the buffered inserts as one statement. */
+static int fast_flush(struct pgsink *s)
+{
+    const char *name;
+    struct q_entry *q;
+    int rc = 0;
+
+    if (s->fast.nrows == 0)
+        return 0;
+    if ((name = fast_stmt(s)) == NULL ||
+        PQsendQueryPrepared(s->conn, name, (int)(s->fast.nrows * s->fast.ncols),
+                            (const char *const *)s->fast.vals, NULL, NULL, 0) != 1 ||
+        (q = q_push(s, Q_FAST)) == NULL)
+        rc = -EIO;
+    else
+        q->seq = (int64_t)s->fast.nrows;
+    fast_reset(s);
+    return rc;
+}
+
+static bool same_cols(struct pgsink *s, const char **cols, size_t n)
+{
+    if (n != s->fast.ncols)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(cols[i], s->fast.cols[i]) != 0)
+            return false;
+    return true;
+}
+
+/* The target column for side-a field k, as the config's own string (it
+ * outlives the parsed change, unlike the JSON key). */
+static const char *config_column(const struct cfg_mapping *m, const struct cfg_side *t,
+                                 const char *k)
+{
+    for (size_t i = 0; i < m->nfields; i++)
+        if (strcmp(m->fields[i].name, k) == 0)
+            return t == &m->a ? m->fields[i].name : m->fields[i].value;
+    return NULL;
+}
+
+/* Buffers an insert of a new key; returns 1 when taken, 0 when the change
+ * must take the conditional path, negative on error. */
+static int fast_add(struct pgsink *s, const struct change *c, const struct cfg_mapping *m,
+                    const struct cfg_side *t)
+{
+    json_t *fields, *v, *base;
+    const char *cols[128], *k, *name;
+    size_t n = 0, need;
+    bool tomb;
+
+    if (c->op != CHANGE_INSERT || c->unchanged != NULL || m->canary_enabled ||
+        s->cur_txn_seq <= s->careful_until)
+        return 0;
+    if ((fields = json_loads(c->fields, 0, NULL)) == NULL)
+        return 0;
+    json_object_foreach(fields, k, v) {
+        if ((name = config_column(m, t, k)) == NULL)
+            continue;
+        if (n == 128 || (!json_is_string(v) && !json_is_null(v))) {
+            json_decref(fields);
+            return 0;
+        }
+        cols[n++] = name;
+    }
+    if (n == 0 || (s->fast.nrows > 0 && (s->fast.m != m || s->fast.t != t || !same_cols(s, cols, n)))) {
+        if (fast_flush(s) != 0) {
+            json_decref(fields);
+            return -EIO;
+        }
+    }
+    if (n == 0) {
+        json_decref(fields);
+        return 0;
+    }
+    need = (s->fast.nrows + 1) * n;
+    if (need > s->fast.cap) {
+        char **nv = realloc(s->fast.vals, FAST_ROWS * n * sizeof(*nv));
+        if (nv == NULL) {
+            json_decref(fields);
+            return -ENOMEM;
+        }
+        s->fast.vals = nv;
+        s->fast.cap = FAST_ROWS * n;
+    }
+    s->fast.m = m;
+    s->fast.t = t;
+    s->fast.ncols = n;
+    memcpy(s->fast.cols, cols, n * sizeof(*cols));
+    n = 0;
+    json_object_foreach(fields, k, v) {
+        if (config_column(m, t, k) == NULL)
+            continue;
+        s->fast.vals[s->fast.nrows * s->fast.ncols + n++] =
+            json_is_string(v) ? strdup(json_string_value(v)) : NULL;
+    }
+    s->fast.nrows++;
+    base = advance_shadow(s, c, fields, &tomb);
+    json_decref(base);
+    json_decref(fields);
+    return s->fast.nrows == FAST_ROWS ? fast_flush(s) == 0 ? 1 : -EIO : 1;
+}
+
 static int on_journal_change(const struct change *c, void *arg)
 {
     struct change_ctx *x = arg;
@@ -673,6 +865,14 @@ static int on_journal_change(const struct change *c, void *arg)
         return 0;
     if ((rc = begin_if_needed(s)) != 0)
         return x->err = rc;
+    if ((rc = fast_add(s, c, m, t)) != 0) {
+        if (rc < 0)
+            return x->err = err_set(&x->e, rc, "cannot send inserts of change %" PRId64, c->seq);
+        s->group_changes++;
+        return 0;
+    }
+    if ((rc = fast_flush(s)) != 0)
+        return x->err = err_set(&x->e, rc, "cannot send buffered inserts");
     rc = c->op == CHANGE_TRUNCATE ? send_truncate(s, t, &x->e)
                                   : send_change(s, c, m, t, &x->e);
     if (rc != 0)
@@ -689,6 +889,8 @@ static int send_commit(struct pgsink *s)
     const char *v[2] = { lsn, ts };
     struct q_entry *q;
 
+    if (fast_flush(s) != 0)
+        return -EIO;
     pgo_lsn_format((uint64_t)s->group_last_seq, lsn);
     format_ts(s->group_ts_us, ts, sizeof(ts));
     if (!send_plain(s, Q_XACT, "SELECT pg_replication_origin_xact_setup($1::pg_lsn, $2::timestamptz)",
@@ -790,6 +992,10 @@ static void feed(struct pgsink *s)
         s->applied_seq = s->fed_seq;
         if (state_begin(s->st, NULL) == 0)
             state_applied_set(s->st, s->ep->name, s->applied_seq, NULL);
+    }
+    if (s->state == SK_READY && fast_flush(s) != 0) {
+        sink_fail(s, "cannot send buffered inserts", NULL);
+        return;
     }
     if (s->state == SK_READY && s->qlen > 0) {
         if (PQflush(s->conn) == 1)
@@ -1069,6 +1275,24 @@ static void on_sync(struct pgsink *s)
      * last commit without the rejected change. */
     bool data_error = s->seg_error_entry.kind == Q_STMT && !transient_sqlstate(s->seg_sqlstate);
     s->seg_failed = false;
+    if (s->seg_error_entry.kind == Q_FAST) {
+        /* A key existed (or a row was bad): redo everything sent so far
+         * with per-row conditional writes, which decide or dead-letter. */
+        s->careful_until = s->cur_txn != 0 && s->cur_txn_seq > s->fed_seq ? s->cur_txn_seq
+                                                                          : s->fed_seq;
+        log_info("pgsink", "a multi-row insert failed; redoing with conditional writes",
+                 "endpoint", s->ep->name, "sqlstate", s->seg_sqlstate);
+        q_entry_free(&s->seg_error_entry);
+        clear_stmts(s);
+        fast_reset(s);
+        s->fed_seq = s->applied_seq;
+        s->cur_txn = 0;
+        s->in_txn = false;
+        if (!send_plain(s, Q_PLAIN, "ROLLBACK", 0, NULL) || PQpipelineSync(s->conn) != 1 ||
+            q_push(s, Q_SYNC) == NULL)
+            sink_fail(s, "cannot roll back on the target", NULL);
+        return;
+    }
     if (!data_error && s->seg_error_entry.kind == Q_STMT &&
         retries_exhausted(s, s->seg_error_entry.seq)) {
         /* Transient, but past the retry policy (G8): dead-letter it. */
@@ -1119,6 +1343,9 @@ static void on_result(struct pgsink *s, struct q_entry *q, PGresult *r)
     switch (q->kind) {
     case Q_STMT:
         on_stmt_result(s, q, r);
+        break;
+    case Q_FAST:
+        s->stats.applied += (uint64_t)q->seq;
         break;
     case Q_SETUP: case Q_PROGRESS: case Q_TRACKTS:
         on_setup_result(s, q, r);
@@ -1216,6 +1443,7 @@ static void sink_disconnect(struct pgsink *s)
     s->in_txn = false;
     s->cur_txn = 0;
     s->hold = false;
+    fast_reset(s);
 }
 
 static void on_retry(uv_timer_t *t)
@@ -1342,6 +1570,7 @@ static void on_closed(uv_handle_t *h)
     if (s->closed)
         s->closed(s->closed_arg);
     free(s->q);
+    free(s->fast.vals);
     free(s->excluded);
     strbuf_free(&s->sql);
     free(s);

@@ -48,7 +48,9 @@ run_pg() {
 free_port() {
   local p
   while :; do
-    p=$((20000 + RANDOM % 40000))
+    # Below the kernel's ephemeral range (32768+), where client sockets
+    # would make a listener's bind fail.
+    p=$((20000 + RANDOM % 12000))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
       echo "$p"; return
     fi
@@ -79,7 +81,14 @@ CONF
   CLUSTERS+=("$dir/data")
   touch "$WORK/pg_$name.log"
   chown postgres "$WORK/pg_$name.log" 2>/dev/null || true
-  run_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$WORK/pg_$name.log" -w start >/dev/null
+  # A port taken between the probe and the bind: try another.
+  local tries=0
+  until run_pg "$PGBIN/pg_ctl" -D "$dir/data" -l "$WORK/pg_$name.log" -w start >/dev/null 2>&1; do
+    tries=$((tries + 1))
+    [ $tries -lt 5 ] || { echo "cannot start cluster $name" >&2; return 1; }
+    port=$(free_port)
+    sed -i "s/^port = .*/port = $port/" "$dir/data/postgresql.conf"
+  done
   printf -v "${name}_PORT" '%s' "$port"
   printf -v "${name}_DIR" '%s' "$dir/data"
   psql_on "$name" -c "select 1" >/dev/null

@@ -68,6 +68,18 @@ check "conflicts list names strategy and outcome" grep -q "last_write_wins.decid
 cid=$(head -1 "$WORK/conflicts.out" | cut -f1)
 check "conflicts show has base and both sides" bash -c "'$TANDEM' conflicts show $cid -c '$WORK/cfg.json' | grep -q '\"rule\"'"
 check "conflicts endpoint lists them" bash -c "curl -fsS http://127.0.0.1:$HTTP_PORT/conflicts | grep -q last_write_wins"
+# A bulk insert that meets a key the other side already has: the batched
+# insert fails, the group is redone with conditional writes, the conflict
+# is decided and recorded, every other row lands.
+kill -TERM $TANDEM_PID; wait $TANDEM_PID || true
+psql_on B -c "insert into t values (5000000, 'B-existing', 0)"
+psql_on A -c "insert into t select g, 'A-bulk', 1 from generate_series(5000000, 5000099) g"
+start_tandem "$WORK/cfg.json" "$WORK/tandem3.log"
+wait_for "converge after the bulk insert" 60 converged
+expect_eq "bulk rows all on B" 100 "$(psql_on B -c "select count(*) from t where v = 'A-bulk'")"
+expect_eq "identical after the bulk insert" "$(table_md5 A t)" "$(table_md5 B t)"
+n_conf=$(sq "select count(*) from conflicts where key = '[\"5000000\"]'")
+check "existing key decided as a conflict ($n_conf)" test "$n_conf" -gt 0
 kill -TERM $TANDEM_PID
 set +e; wait $TANDEM_PID; rc=$?; set -e
 expect_eq "clean stop" 0 $rc
