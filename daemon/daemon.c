@@ -12,6 +12,9 @@
 #include "../connectors/pg/pgquery.h"
 #include "../connectors/pg/pgsink.h"
 #include "../connectors/pg/pgsrc.h"
+#include "../connectors/rest/rest_http.h"
+#include "../connectors/rest/restsink.h"
+#include "../connectors/rest/restsrc.h"
 #include "../state/conflicts.h"
 #include "../state/dlq.h"
 #include "../state/journal.h"
@@ -35,6 +38,8 @@ struct endpoint_rt {
     struct cfg_endpoint *ep;
     struct pgsrc *src;
     struct pgsink *sink;
+    struct restsrc *rsrc;       /* rest endpoints */
+    struct restsink *rsink;
     bool setup_done;
     uint64_t saved_lsn;         /* position saved in the state */
     uv_timer_t setup_timer;
@@ -43,6 +48,7 @@ struct endpoint_rt {
     struct daemon *d;
     /* last values exported as counters */
     uint64_t m_captured, m_echo, m_applied, m_conflicts, m_errors, m_delmiss;
+    uint64_t m_transient, m_exhausted, m_stale;
 };
 
 struct daemon {
@@ -97,13 +103,19 @@ static void flush_state(struct daemon *d)
                   "err", e.msg);
         return;
     }
-    for (int i = 0; i < d->neps; i++)
+    for (int i = 0; i < d->neps; i++) {
         if (d->eps[i].src)
             pgsrc_durable(d->eps[i].src);
+        if (d->eps[i].rsrc)
+            restsrc_durable(d->eps[i].rsrc);
+    }
     journal_last_commit_seq(d->st, &d->durable_seq, NULL);
-    for (int i = 0; i < d->neps; i++)
+    for (int i = 0; i < d->neps; i++) {
         if (d->eps[i].sink)
             pgsink_kick(d->eps[i].sink, d->durable_seq);
+        if (d->eps[i].rsink)
+            restsink_kick(d->eps[i].rsink, d->durable_seq);
+    }
 }
 
 static void on_flush_timer(uv_timer_t *t)
@@ -121,6 +133,17 @@ static void on_src_batch(void *arg, struct pgsrc *src, bool had_commit,
         flush_state(d);
 }
 
+/* A feed page is journaled with its cursor: commit it now, so the next
+ * page can be requested (the cursor never runs ahead of the journal). */
+static void on_rsrc_batch(void *arg, struct restsrc *src, bool had_commit,
+                          uint64_t open_changes)
+{
+    (void)src;
+    (void)had_commit;
+    (void)open_changes;
+    flush_state(arg);
+}
+
 /* ---- readiness, health, metrics ---- */
 
 static bool all_connected(struct daemon *d)
@@ -129,6 +152,8 @@ static bool all_connected(struct daemon *d)
         struct endpoint_rt *r = &d->eps[i];
         if ((r->src && !pgsrc_streaming(r->src)) ||
             (r->sink && !pgsink_connected(r->sink)) ||
+            (r->rsrc && !restsrc_up(r->rsrc)) ||
+            (r->rsink && !restsink_connected(r->rsink)) ||
             (!r->setup_done && r->ep->kind == CFG_KIND_POSTGRES))
             return false;
     }
@@ -140,7 +165,9 @@ static void update_health(struct daemon *d)
     for (int i = 0; i < d->neps; i++) {
         struct endpoint_rt *r = &d->eps[i];
         bool up = r->setup_done && (!r->src || pgsrc_streaming(r->src)) &&
-                  (!r->sink || pgsink_connected(r->sink));
+                  (!r->sink || pgsink_connected(r->sink)) &&
+                  (!r->rsrc || restsrc_up(r->rsrc)) &&
+                  (!r->rsink || restsink_connected(r->rsink));
         if (up)
             health_clear(d->health, HEALTH_ENDPOINT_DOWN, r->ep->name);
         else
@@ -188,7 +215,7 @@ static void export_metrics(struct daemon *d)
             export_counter(d, "tandem_apply_errors_total", lb, s->errors, &r->m_errors);
             /* One peer per endpoint here: "from" names the other side. */
             for (int j = 0; j < d->neps; j++)
-                if (j != i && d->eps[j].src) {
+                if (j != i && (d->eps[j].src || d->eps[j].rsrc)) {
                     metrics_labels(lb, sizeof(lb), "from", d->eps[j].ep->name, "to",
                                    r->ep->name, NULL);
                     export_counter(d, "tandem_changes_applied_total", lb, s->applied,
@@ -199,6 +226,39 @@ static void export_metrics(struct daemon *d)
                 }
             if (pgsink_applied(r->sink) < applied_min)
                 applied_min = pgsink_applied(r->sink);
+        }
+        if (r->rsrc) {
+            const struct restsrc_stats *s = restsrc_stats(r->rsrc);
+            metrics_labels(lb, sizeof(lb), "endpoint", r->ep->name, NULL);
+            export_counter(d, "tandem_changes_captured_total", lb, s->captured, &r->m_captured);
+            export_counter(d, "tandem_echo_suppressed_total", lb, s->echo_suppressed,
+                           &r->m_echo);
+        }
+        if (r->rsink) {
+            const struct restsink_stats *s = restsink_stats(r->rsink);
+            metrics_labels(lb, sizeof(lb), "to", r->ep->name, "kind", "rejected", NULL);
+            export_counter(d, "tandem_apply_errors_total", lb, s->rejected, &r->m_errors);
+            metrics_labels(lb, sizeof(lb), "to", r->ep->name, "kind", "exhausted", NULL);
+            export_counter(d, "tandem_apply_errors_total", lb, s->exhausted, &r->m_exhausted);
+            metrics_labels(lb, sizeof(lb), "to", r->ep->name, "kind", "transient", NULL);
+            export_counter(d, "tandem_apply_errors_total", lb, s->retries, &r->m_transient);
+            for (int j = 0; j < d->neps; j++)
+                if (j != i && (d->eps[j].src || d->eps[j].rsrc)) {
+                    metrics_labels(lb, sizeof(lb), "from", d->eps[j].ep->name, "to",
+                                   r->ep->name, NULL);
+                    export_counter(d, "tandem_changes_applied_total", lb, s->applied,
+                                   &r->m_applied);
+                    break;
+                }
+            if (restsink_applied(r->rsink) < applied_min)
+                applied_min = restsink_applied(r->rsink);
+        }
+        if (r->rsrc || r->rsink) {
+            /* Dropped by the poller (feed records) and the writer (changes). */
+            uint64_t stale = (r->rsrc ? restsrc_stats(r->rsrc)->stale_dropped : 0) +
+                             (r->rsink ? restsink_stats(r->rsink)->stale : 0);
+            metrics_labels(lb, sizeof(lb), "endpoint", r->ep->name, NULL);
+            export_counter(d, "tandem_stale_dropped_total", lb, stale, &r->m_stale);
         }
     }
     if (applied_min == INT64_MAX)
@@ -349,6 +409,59 @@ static int start_endpoint(struct daemon *d, struct endpoint_rt *r, struct err *e
     return 0;
 }
 
+static void on_rsrc_conn(void *arg, struct restsrc *src, bool up)
+{
+    (void)src;
+    (void)up;
+    update_health(arg);
+}
+
+static void on_rsink_applied(void *arg, struct restsink *s, int64_t seq)
+{
+    (void)arg;
+    (void)s;
+    (void)seq;
+}
+
+static void on_rsink_conn(void *arg, struct restsink *s, bool up)
+{
+    (void)s;
+    (void)up;
+    update_health(arg);
+}
+
+/* A rest endpoint: its poller and writer share one transport, so the
+ * endpoint's request limits hold for both; the poller asks the writer
+ * about writes under way (echoes) and creates awaiting their ids. */
+static int start_rest_endpoint(struct daemon *d, struct endpoint_rt *r, struct err *e)
+{
+    struct restsrc_hooks sh = { on_rsrc_batch, on_rsrc_conn, d };
+    struct restsink_hooks kh = { on_rsink_applied, on_rsink_conn, d };
+    struct rest_http *http = NULL;
+    int rc;
+
+    if ((rc = rest_http_new(&http, &d->loop, r->ep, e)) != 0)
+        return rc;
+    r->setup_done = true;
+    if (pgadmin_is_target(d->cfg, r->ep) &&
+        (rc = restsink_new(&r->rsink, &d->loop, d->cfg, r->ep, d->st, http, &kh, e)) != 0)
+        goto out;
+    if (pgadmin_is_source(d->cfg, r->ep) &&
+        (rc = restsrc_new(&r->rsrc, &d->loop, d->cfg, r->ep, d->st, http, &sh, e)) != 0)
+        goto out;
+    if (r->rsrc != NULL)
+        restsrc_link_writer(r->rsrc, r->rsink);
+    if (r->rsink != NULL) {
+        restsink_start(r->rsink);
+        restsink_kick(r->rsink, d->durable_seq);
+    }
+    if (r->rsrc != NULL)
+        restsrc_start(r->rsrc);
+out:
+    rest_http_unref(http);
+    return rc;
+}
+
 /* Creates publication, slot and origin when missing (as `setup` would),
  * retrying with backoff while the endpoint cannot be reached. This uses a
  * short blocking connection: it runs once per endpoint, before streaming. */
@@ -468,6 +581,16 @@ static void begin_stop(struct daemon *d, const char *why)
             pgsink_close(r->sink, on_closed_part, d);
             r->sink = NULL;
         }
+        if (r->rsrc) {
+            d->closing++;
+            restsrc_close(r->rsrc, on_closed_part, d);
+            r->rsrc = NULL;
+        }
+        if (r->rsink) {
+            d->closing++;
+            restsink_close(r->rsink, on_closed_part, d);
+            r->rsink = NULL;
+        }
         uv_close((uv_handle_t *)&r->setup_timer, on_handle_closed);
     }
     canaries_close(d->canaries);
@@ -535,11 +658,14 @@ static void start_all(struct daemon *d)
         r->setup_backoff_ms = 1000;
         uv_timer_init(&d->loop, &r->setup_timer);
         r->setup_timer.data = r;
-        if (r->ep->kind == CFG_KIND_POSTGRES)
+        if (r->ep->kind == CFG_KIND_POSTGRES) {
             uv_timer_start(&r->setup_timer, on_setup_timer, 0, 0);
-        else
-            log_warn("daemon", "rest endpoints are not supported by this build yet;"
-                     " its mappings do not sync", "endpoint", r->ep->name);
+        } else {
+            struct err e = { 0 };
+            if (start_rest_endpoint(d, r, &e) != 0)
+                log_error("daemon", "cannot start endpoint", "endpoint", r->ep->name,
+                          "err", e.msg);
+        }
     }
 }
 
