@@ -101,17 +101,21 @@ static int conflict_line(const struct conflict *c, void *arg)
     return 0;
 }
 
-static int conflict_detail(const struct conflict *c, void *arg)
+/* One record shown whole: into the --json array, or indented on stdout.
+ * Takes the reference j. */
+static int show_record(struct ops *x, json_t *j)
 {
-    struct ops *x = arg;
-    json_t *j = conflict_json(c);
-
     if (x->o->json)
         json_array_append(x->out, j);
     else
         json_dumpf(j, stdout, JSON_INDENT(2)), printf("\n");
     json_decref(j);
     return 0;
+}
+
+static int conflict_detail(const struct conflict *c, void *arg)
+{
+    return show_record(arg, conflict_json(c));
 }
 
 /* ---- conflicts resolve: an operator's decision, written to both sides ---- */
@@ -293,15 +297,7 @@ static int dlq_line(const struct dlq_entry *d, void *arg)
 
 static int dlq_detail(const struct dlq_entry *d, void *arg)
 {
-    struct ops *x = arg;
-    json_t *j = dlq_json(d);
-
-    if (x->o->json)
-        json_array_append(x->out, j);
-    else
-        json_dumpf(j, stdout, JSON_INDENT(2)), printf("\n");
-    json_decref(j);
-    return 0;
+    return show_record(arg, dlq_json(d));
 }
 
 struct retry_all {
