@@ -2350,3 +2350,11 @@ const char *config_field_b_to_a(const struct cfg_mapping *m, const char *f)
             return m->fields[i].name;
     return NULL;
 }
+
+const char *config_strategy_name(enum cfg_strategy st)
+{
+    for (const struct cfg_name *n = cfg_strategies; n->name != NULL; n++)
+        if (n->value == (int)st)
+            return n->name;
+    return "unknown";
+}

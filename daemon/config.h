@@ -167,6 +167,9 @@ void config_free(struct config *c);
 struct cfg_endpoint *config_endpoint(const struct config *c, const char *name);
 struct cfg_mapping *config_mapping(const struct config *c, const char *name);
 
+/* The config spelling of a strategy ("last_write_wins", ...). */
+const char *config_strategy_name(enum cfg_strategy st);
+
 /* The side b name of side a field f (or the reverse); NULL when unmapped. */
 const char *config_field_a_to_b(const struct cfg_mapping *m, const char *f);
 const char *config_field_b_to_a(const struct cfg_mapping *m, const char *f);

@@ -48,18 +48,6 @@ static int64_t wall_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static const char *strategy_name(enum cfg_strategy s)
-{
-    switch (s) {
-    case CFG_STRAT_LWW: return "last_write_wins";
-    case CFG_STRAT_PRIORITY: return "source_priority";
-    case CFG_STRAT_FIELD_MERGE: return "field_merge";
-    case CFG_STRAT_MANUAL: return "manual";
-    case CFG_STRAT_PLUGIN: return "plugin";
-    }
-    return "unknown";
-}
-
 struct fixer {
     const struct config *c;
     const struct cfg_mapping *m;
@@ -172,7 +160,7 @@ static int record(struct fixer *f, const struct reconcile_diff *d,
 
     cf.mapping = f->m->name;
     cf.key = d->key;
-    cf.strategy = strategy_name(f->m->strategy);
+    cf.strategy = config_strategy_name(f->m->strategy);
     cf.base = base;
     cf.side_a = d->a;
     cf.side_b = d->b;

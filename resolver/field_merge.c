@@ -6,18 +6,6 @@
 #include <errno.h>
 #include <stdio.h>
 
-static const char *rs_strat_name(enum cfg_strategy s)
-{
-    switch (s) {
-    case CFG_STRAT_LWW: return "last_write_wins";
-    case CFG_STRAT_PRIORITY: return "source_priority";
-    case CFG_STRAT_FIELD_MERGE: return "field_merge";
-    case CFG_STRAT_MANUAL: return "manual";
-    case CFG_STRAT_PLUGIN: return "plugin";
-    }
-    return "unknown";
-}
-
 /* The fallback decides the whole record. */
 static int rs_fallback_whole(struct rs *c, const char *why)
 {
@@ -36,7 +24,7 @@ static int rs_fallback_whole(struct rs *c, const char *why)
         break;
     default:
         return rs_fail(c, -EINVAL, "resolve %s: field_merge fallback %s is not "
-                       "supported", c->key, rs_strat_name(c->m->fallback));
+                       "supported", c->key, config_strategy_name(c->m->fallback));
     }
     if (rc != 0)
         return rc;
@@ -129,7 +117,7 @@ int rs_field_merge(struct rs *c)
                 default:
                     return rs_fail(c, -EINVAL, "resolve %s: field_merge fallback "
                                    "%s is not supported", c->key,
-                                   rs_strat_name(m->fallback));
+                                   config_strategy_name(m->fallback));
                 }
                 if (rc != 0)
                     break;
@@ -137,7 +125,7 @@ int rs_field_merge(struct rs *c)
             n_fb++;
             rc = rs_set(c, n, rs_eff(c, fb, n, NULL));
             if (rc == 0)
-                rc = rs_explain(c, n, rs_letter_str(fb), rs_strat_name(m->fallback));
+                rc = rs_explain(c, n, rs_letter_str(fb), config_strategy_name(m->fallback));
         }
     }
     if (rc != 0)
@@ -147,7 +135,7 @@ int rs_field_merge(struct rs *c)
     if (n_fb > 0)
         rs_detail(c, "field_merge: %zu field(s) from a, %zu from b, %zu changed on "
                   "both sides by fallback %s (%s)", n_a, n_b, n_fb,
-                  rs_strat_name(m->fallback), lww_why);
+                  config_strategy_name(m->fallback), lww_why);
     else
         rs_detail(c, "field_merge: %zu field(s) from a, %zu from b", n_a, n_b);
     return 0;

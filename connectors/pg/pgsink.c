@@ -1018,17 +1018,6 @@ static void on_feed_timer(uv_timer_t *t)
 
 /* ---- results ---- */
 
-static const char *strategy_name(enum cfg_strategy st)
-{
-    switch (st) {
-    case CFG_STRAT_PRIORITY: return "source_priority";
-    case CFG_STRAT_FIELD_MERGE: return "field_merge";
-    case CFG_STRAT_MANUAL: return "manual";
-    case CFG_STRAT_PLUGIN: return "plugin";
-    default: return "last_write_wins";
-    }
-}
-
 static void record_conflict(struct pgsink *s, const struct q_entry *q,
                             bool applied, const char *target_ts,
                             const char *cur_row)
@@ -1039,7 +1028,7 @@ static void record_conflict(struct pgsink *s, const struct q_entry *q,
     bool target_is_a = m != NULL && m->a.ep == s->ep;
     const char *incoming = q->op == 'D' ? NULL : q->incoming;
 
-    const char *strategy = m ? strategy_name(m->strategy) : "last_write_wins";
+    const char *strategy = m ? config_strategy_name(m->strategy) : "last_write_wins";
     bool manual = m != NULL && m->strategy == CFG_STRAT_MANUAL;
 
     if (manual)
@@ -1522,7 +1511,7 @@ int pgsink_start(struct pgsink *s)
             (m->strategy == CFG_STRAT_FIELD_MERGE || m->strategy == CFG_STRAT_PLUGIN))
             log_warn("pgsink", "this strategy is not applied by the PostgreSQL writer yet:"
                      " its conflicts are decided by last_write_wins", "endpoint", s->ep->name,
-                     "mapping", m->name, "strategy", strategy_name(m->strategy));
+                     "mapping", m->name, "strategy", config_strategy_name(m->strategy));
     }
     sink_connect(s);
     return 0;

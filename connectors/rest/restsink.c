@@ -763,17 +763,6 @@ static void on_created(struct op *op, const struct rest_resp *r)
     succeed(op, ver);
 }
 
-static const char *strategy_name(enum cfg_strategy st)
-{
-    switch (st) {
-    case CFG_STRAT_PRIORITY: return "source_priority";
-    case CFG_STRAT_FIELD_MERGE: return "field_merge";
-    case CFG_STRAT_MANUAL: return "manual";
-    case CFG_STRAT_PLUGIN: return "plugin";
-    default: return "last_write_wins";
-    }
-}
-
 static void record_conflict(struct op *op, const struct rf_record *rec,
                             const struct resolve_result *res)
 {
@@ -787,7 +776,7 @@ static void record_conflict(struct op *op, const struct rf_record *rec,
 
     c.mapping = op->mapping;
     c.key = op->key;
-    c.strategy = strategy_name(op->m->strategy);
+    c.strategy = config_strategy_name(op->m->strategy);
     c.base = op->had_old && !op->old.tombstone ? op->old.fields : NULL;
     c.side_a = target_b ? incoming : cur;
     c.side_b = target_b ? cur : incoming;
