@@ -107,6 +107,21 @@ psql_on() {
   psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$(port_of "$name")" -U postgres -d postgres "$@"
 }
 
+# psql_retry NAME ARGS...: psql_on that retries a statement PostgreSQL
+# aborted as a deadlock victim or serialization failure — the test's own
+# writers race tandem's apply on the same rows, as any application would.
+psql_retry() {
+  local i out
+  for i in 1 2 3 4 5 6 7 8 9 10; do
+    if out=$(psql_on "$@" 2>&1); then printf '%s' "$out"; [ -z "$out" ] || echo; return 0; fi
+    case "$out" in
+      *"deadlock detected"*|*"could not serialize"*) sleep 0.$((RANDOM % 5 + 1)) ;;
+      *) printf '%s\n' "$out" >&2; return 1 ;;
+    esac
+  done
+  printf '%s\n' "$out" >&2; return 1
+}
+
 # start_tandem CONFIG LOG: runs `tandem run` in the background; sets TANDEM_PID.
 start_tandem() {
   "$TANDEM" run -c "$1" >>"$2" 2>&1 &

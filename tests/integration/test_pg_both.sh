@@ -15,8 +15,8 @@ wait_for "tandem ready" 30 grep -q '"msg":"ready' "$WORK/tandem.log"
 # Disjoint keys: A writes odd ids, B even ids, at the same time.
 writer() { # DB PARITY
   for i in $(seq 1 100); do
-    psql_on "$1" -c "insert into t select g, '$1'||g, 0 from generate_series($((i*100)), $((i*100+99))) g where g % 2 = $2" >/dev/null
-    psql_on "$1" -c "update t set n = n + 1 where id between $((i*100)) and $((i*100+99)) and id % 2 = $2 and id % 5 = 0" >/dev/null
+    psql_retry "$1" -c "insert into t select g, '$1'||g, 0 from generate_series($((i*100)), $((i*100+99))) g where g % 2 = $2" >/dev/null
+    psql_retry "$1" -c "update t set n = n + 1 where id between $((i*100)) and $((i*100+99)) and id % 2 = $2 and id % 5 = 0" >/dev/null
   done
 }
 writer A 1 & W1=$!
@@ -38,8 +38,8 @@ check "echo suppression counted on B" wait_for "echo metric B" 10 echo_counted B
 psql_on A -c "insert into t select g, 'base', 0 from generate_series(-200, -1) g"
 wait_for "base rows on B" 30 bash -c "[ \$(psql -X -At -h 127.0.0.1 -p $B_PORT -U postgres -d postgres -c 'select count(*) from t where id < 0') = 200 ]"
 for r in 1 2 3 4 5; do
-  psql_on A -c "update t set v = 'A$r', n = n + 1 where id < 0" >/dev/null & U1=$!
-  psql_on B -c "update t set v = 'B$r', n = n + 10 where id < 0" >/dev/null & U2=$!
+  psql_retry A -c "update t set v = 'A$r', n = n + 1 where id < 0" >/dev/null & U1=$!
+  psql_retry B -c "update t set v = 'B$r', n = n + 10 where id < 0" >/dev/null & U2=$!
   wait $U1 $U2   # not a bare wait: tandem runs in the background too
 done
 wait_for "both sides converge after concurrent edits" 120 converged

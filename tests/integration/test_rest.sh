@@ -242,7 +242,7 @@ check "the released key's change arrived" curl -fsS "$CRM/customers/5000" -o /de
 # ---- the same records edited on both sides at once: decided, recorded, converged ----
 for r in 1 2 3; do
   pids=()
-  psql_on A -c "update customers set name = 'pg-edit-$r-' || id, balance = balance + 1 where id between 1061 and 1080" &
+  psql_retry A -c "update customers set name = 'pg-edit-$r-' || id, balance = balance + 1 where id between 1061 and 1080" &
   pids+=($!)
   for i in $(seq 1061 1080); do
     crm_write PATCH "/customers/$i" "{\"email\":\"crm-edit-$r-$i@x\"}" &
