@@ -67,7 +67,6 @@ static int rejournal(struct state *st, const struct pending *p)
     char *fields = json_dumps(json_object_get(c, "fields"), JSON_COMPACT | JSON_ENCODE_ANY);
     struct change ch = { 0 };
     struct err e = { 0 };
-    int64_t txn, seq;
     char ids[24];
     int rc = -EINVAL;
 
@@ -85,9 +84,7 @@ static int rejournal(struct state *st, const struct pending *p)
     ch.key = key;
     ch.fields = fields;
     ch.version_us = json_integer_value(json_object_get(c, "version_us"));
-    if ((rc = journal_txn_open(st, source, 0, 0, ch.version_us, &txn, &e)) == 0 &&
-        (rc = journal_append(st, txn, &ch, &e)) == 0 &&
-        (rc = journal_txn_commit(st, txn, 0, &seq, &e)) == 0 &&
+    if ((rc = journal_single(st, &ch, NULL, &e)) == 0 &&
         (rc = dlq_mark_retried(st, p->id, &e)) == 0)
         log_info("dlq", "DLQ entry journaled again for retry", "id", ids,
                  "mapping", p->mapping, "key", p->key);

@@ -119,6 +119,49 @@ void resolver_plugin_free(struct resolver_plugin *p)
     free(p);
 }
 
+/* ---- one plugin per mapping, loaded on first use ---- */
+
+struct resolver_plugin_cache {
+    size_t n;
+    struct {
+        const struct cfg_mapping *m;
+        struct resolver_plugin *p;
+    } slot[];
+};
+
+const struct resolver_plugin *resolver_plugin_for(struct resolver_plugin_cache **cache,
+                                                  const struct cfg_mapping *m,
+                                                  struct err *e)
+{
+    struct resolver_plugin_cache *c = *cache, *n;
+    size_t have = c ? c->n : 0;
+
+    for (size_t i = 0; i < have; i++)
+        if (c->slot[i].m == m)
+            return c->slot[i].p;
+    n = realloc(c, sizeof(*n) + (have + 1) * sizeof(n->slot[0]));
+    if (n == NULL) {
+        err_set(e, -ENOMEM, "plugin: out of memory");
+        return NULL;
+    }
+    n->n = have;
+    *cache = n;
+    if (resolver_plugin_load(m->plugin, &n->slot[have].p, e) != 0)
+        return NULL;
+    n->slot[have].m = m;
+    n->n = have + 1;
+    return n->slot[have].p;
+}
+
+void resolver_plugin_cache_free(struct resolver_plugin_cache *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        resolver_plugin_free(c->slot[i].p);
+    free(c);
+}
+
 /* ---- calling it ---- */
 
 /* The arrays behind the three tandem_records. */

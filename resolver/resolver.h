@@ -172,4 +172,13 @@ int resolver_plugin_wrap(const char *name, tandem_resolver_abi_version_fn versio
 /* Unloads p; p may be NULL. */
 void resolver_plugin_free(struct resolver_plugin *p);
 
+/* A writer's plugins, one per mapping, loaded on first use and kept until
+ * resolver_plugin_cache_free. *cache starts NULL. Returns the mapping's
+ * plugin, or NULL with e set (errors as resolver_plugin_load). */
+struct resolver_plugin_cache;
+const struct resolver_plugin *resolver_plugin_for(struct resolver_plugin_cache **cache,
+                                                  const struct cfg_mapping *m,
+                                                  struct err *e);
+void resolver_plugin_cache_free(struct resolver_plugin_cache *c);
+
 #endif

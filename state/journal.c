@@ -342,6 +342,19 @@ int journal_scan_changes(struct state *s, int64_t txn, journal_change_fn fn,
     return journal_changes(s, txn, 0, 0, fn, arg, &n, e);
 }
 
+int journal_single(struct state *s, struct change *c, int64_t *commit_seq,
+                   struct err *e)
+{
+    int64_t txn, seq;
+    int rc;
+
+    if ((rc = journal_txn_open(s, c->endpoint, 0, 0, c->version_us, &txn, e)) == 0 &&
+        (rc = journal_append(s, txn, c, e)) == 0 &&
+        (rc = journal_txn_commit(s, txn, 0, &seq, e)) == 0 && commit_seq != NULL)
+        *commit_seq = seq;
+    return rc;
+}
+
 int journal_scan_changes_from(struct state *s, int64_t txn, int64_t after_seq,
                               int limit, journal_change_fn fn, void *arg,
                               struct err *e)

@@ -47,6 +47,13 @@ int journal_append(struct state *s, int64_t txn, struct change *c,
 int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
                        int64_t *commit_seq, struct err *e);
 
+/* Journals c as a committed transaction of its own from c->endpoint, at
+ * commit time c->version_us: a change tandem makes itself (a DLQ retry, a
+ * conflict result the source side must take). Must run inside
+ * state_begin/state_commit. c->seq is set; *commit_seq may be NULL. */
+int journal_single(struct state *s, struct change *c, int64_t *commit_seq,
+                   struct err *e);
+
 /* Reads committed transactions with commit_seq > after, oldest first, at
  * most max of them, excluding those whose source is skip_endpoint (a
  * target never applies its own changes). Calls fn for each; fn returning

@@ -11,6 +11,7 @@
 #include "../../daemon/log.h"
 #include "../../daemon/strbuf.h"
 #include "../../resolver/canon.h"
+#include "../../resolver/resolver.h"
 #include "../../state/conflicts.h"
 #include "../../state/dlq.h"
 #include "../../state/journal.h"
@@ -38,6 +39,7 @@ struct q_entry {
     int64_t commit_seq;         /* Q_COMMIT: last journal txn of the group */
     char op;
     bool had_base;
+    bool resolve;               /* a conflict is decided by the resolver here */
     int64_t version_us;
     char *mapping, *key, *incoming, *base, *source;  /* Q_STMT, owned */
 };
@@ -71,6 +73,11 @@ struct pgsink {
     bool in_txn;
     bool hold;                  /* feeding paused until feed_timer */
     bool parked_any;            /* some key is parked: check each change */
+    /* A change whose conflict the resolver decides (field_merge, plugin)
+     * is a barrier: nothing more is sent until its result is in, so the
+     * decision can be written in the same target transaction, in order. */
+    int64_t barrier_seq;
+    struct resolver_plugin_cache *plugins;
     /* Inserts of new keys travel as multi-row INSERTs (the common bulk
      * case); one that hits an existing key fails the target transaction,
      * which is then redone with conditional writes up to careful_until. */
@@ -112,6 +119,7 @@ static void sink_connect(struct pgsink *s);
 static void sink_fail(struct pgsink *s, const char *what, const char *detail);
 static void feed(struct pgsink *s);
 static bool held_by_parked_key(struct pgsink *s, const struct change *c);
+static void dead_letter(struct pgsink *s, const struct q_entry *q, const char *msg);
 
 /* ---- the in-flight queue ---- */
 
@@ -557,10 +565,88 @@ static const char *conflict_mode(const struct cfg_mapping *m,
     case CFG_STRAT_PRIORITY:
         return m->priority == target_side ? "2" : "1";
     case CFG_STRAT_MANUAL:
-        return "2";
+    case CFG_STRAT_FIELD_MERGE:
+    case CFG_STRAT_PLUGIN:
+        return "2";     /* field_merge, plugin: then the resolver decides */
     default:
         return "0";
     }
+}
+
+/* True when the resolver, not the conditional statement, decides the
+ * mapping's conflicts. */
+static bool resolved_in_c(const struct cfg_mapping *m)
+{
+    return m->strategy == CFG_STRAT_FIELD_MERGE || m->strategy == CFG_STRAT_PLUGIN;
+}
+
+/* One conditional write, as build_sql's statement takes it. */
+struct write_req {
+    const struct cfg_mapping *m;
+    const struct cfg_side *t;
+    int64_t seq;
+    char op;                    /* the change's op: I, U (upsert) or D */
+    const json_t *keyarr;       /* key column texts */
+    const json_t *fields;       /* {side-a name: text or null} */
+    const json_t *base;         /* what the target row must hold; NULL: none */
+    const json_t *unch;         /* fields the source did not send */
+    const char *mode;           /* see conflict_mode */
+    int64_t version_us;
+    const char *source;         /* the endpoint the change came from */
+    const char *mapping, *key, *incoming;
+};
+
+static int send_write(struct pgsink *s, const struct write_req *w, struct err *e)
+{
+    const char *keycols[64], *setcols[128], *basecols[128], *k, *name;
+    struct shape sh = { w->m, w->t, w->op == CHANGE_DELETE ? 'D' : 'U', keycols, 0,
+                        setcols, 0, basecols, 0 };
+    struct params p = { .n = 0 };
+    char ver[24];
+    json_t *v;
+    struct q_entry *q;
+
+    for (size_t i = 0; i < w->t->nkey; i++) {
+        keycols[sh.nkey++] = w->t->key[i];
+        param_add(&p, json_text(json_array_get(w->keyarr, i)));
+    }
+    if (sh.op == 'U') {
+        json_object_foreach((json_t *)w->fields, k, v) {
+            if ((name = target_name(w->m, w->t, k)) == NULL || sh.nset >= 128)
+                continue;
+            setcols[sh.nset++] = name;
+            param_add(&p, json_text(v));
+        }
+    }
+    if (w->base != NULL) {
+        json_object_foreach((json_t *)w->base, k, v) {
+            if ((name = target_name(w->m, w->t, k)) == NULL || in_list(w->unch, k) ||
+                sh.nbase >= 128)
+                continue;
+            basecols[sh.nbase++] = name;
+            param_add(&p, json_text(v));
+        }
+    }
+    snprintf(ver, sizeof(ver), "%" PRId64, w->version_us);
+    param_add(&p, ver);
+    param_add(&p, strcmp(w->source, s->ep->name) > 0 ? "true" : "false");
+    param_add(&p, w->mode);
+    if (p.overflow)
+        return err_set(e, -E2BIG, "change %" PRId64 " has too many columns", w->seq);
+    if ((name = stmt_for(s, &sh)) == NULL ||
+        PQsendQueryPrepared(s->conn, name, p.n, p.v, NULL, NULL, 0) != 1 ||
+        (q = q_push(s, Q_STMT)) == NULL)
+        return err_set(e, -EIO, "cannot send change %" PRId64, w->seq);
+    q->seq = w->seq;
+    q->op = w->op;
+    q->had_base = w->base != NULL;
+    q->version_us = w->version_us;
+    q->mapping = strdup(w->mapping);
+    q->key = strdup(w->key);
+    q->incoming = strdup(w->incoming);
+    q->base = w->base ? json_dumps(w->base, JSON_COMPACT) : NULL;
+    q->source = strdup(w->source);
+    return 0;
 }
 
 static int send_change(struct pgsink *s, const struct change *c,
@@ -570,15 +656,12 @@ static int send_change(struct pgsink *s, const struct change *c,
     json_t *fields = json_loads(c->fields, 0, NULL);
     json_t *unch = c->unchanged ? json_loads(c->unchanged, 0, NULL) : NULL;
     json_t *keyarr = json_loads(c->old_key ? c->old_key : c->key, 0, NULL);
-    json_t *base = NULL, *v;
-    const char *keycols[64], *setcols[128], *basecols[128], *k, *name;
-    struct shape sh = { m, t, c->op == CHANGE_DELETE ? 'D' : 'U', keycols, 0,
-                        setcols, 0, basecols, 0 };
-    struct params p = { .n = 0 };
-    char ver[24];
+    json_t *base = NULL;
+    struct write_req w = { m, t, c->seq, (char)c->op, keyarr,
+                           fields, NULL, unch, conflict_mode(m, t), c->version_us,
+                           c->endpoint, c->mapping, c->key, c->fields };
     bool tomb;
-    struct q_entry *q;
-    int rc = 0;
+    int rc;
 
     if (!json_is_object(fields) || !json_is_array(keyarr) ||
         json_array_size(keyarr) != t->nkey || t->nkey > 64) {
@@ -599,50 +682,11 @@ static int send_change(struct pgsink *s, const struct change *c,
         json_decref(base);
         base = json_loads(c->old_fields, 0, NULL);
     }
-    for (size_t i = 0; i < t->nkey; i++) {
-        keycols[sh.nkey++] = t->key[i];
-        param_add(&p, json_text(json_array_get(keyarr, i)));
+    w.base = base;
+    if ((rc = send_write(s, &w, e)) == 0 && resolved_in_c(m)) {
+        s->q[(s->qhead + s->qlen - 1) % s->qcap].resolve = true;
+        s->barrier_seq = c->seq;
     }
-    if (sh.op == 'U') {
-        json_object_foreach(fields, k, v) {
-            if ((name = target_name(m, t, k)) == NULL || sh.nset >= 128)
-                continue;
-            setcols[sh.nset++] = name;
-            param_add(&p, json_text(v));
-        }
-    }
-    if (base != NULL) {
-        json_object_foreach(base, k, v) {
-            if ((name = target_name(m, t, k)) == NULL || in_list(unch, k) ||
-                sh.nbase >= 128)
-                continue;
-            basecols[sh.nbase++] = name;
-            param_add(&p, json_text(v));
-        }
-    }
-    snprintf(ver, sizeof(ver), "%" PRId64, c->version_us);
-    param_add(&p, ver);
-    param_add(&p, strcmp(c->endpoint, s->ep->name) > 0 ? "true" : "false");
-    param_add(&p, conflict_mode(m, t));
-    if (p.overflow) {
-        rc = err_set(e, -E2BIG, "change %" PRId64 " has too many columns", c->seq);
-        goto out;
-    }
-    if ((name = stmt_for(s, &sh)) == NULL ||
-        PQsendQueryPrepared(s->conn, name, p.n, p.v, NULL, NULL, 0) != 1 ||
-        (q = q_push(s, Q_STMT)) == NULL) {
-        rc = err_set(e, -EIO, "cannot send change %" PRId64, c->seq);
-        goto out;
-    }
-    q->seq = c->seq;
-    q->op = (char)c->op;
-    q->had_base = base != NULL;
-    q->version_us = c->version_us;
-    q->mapping = strdup(c->mapping);
-    q->key = strdup(c->key);
-    q->incoming = strdup(c->fields);
-    q->base = base ? json_dumps(base, JSON_COMPACT) : NULL;
-    q->source = strdup(c->endpoint);
 out:
     json_decref(fields);
     json_decref(unch);
@@ -878,7 +922,7 @@ static int on_journal_change(const struct change *c, void *arg)
     if (rc != 0)
         return x->err = rc;
     s->group_changes++;
-    return 0;
+    return s->barrier_seq != 0 ? 1 : 0;    /* a barrier stops the scan */
 }
 
 /* ---- feeding the pipeline ---- */
@@ -955,7 +999,8 @@ static void feed(struct pgsink *s)
 
     refresh_parked(s);
 
-    while (s->state == SK_READY && !s->seg_failed && !s->hold && s->qlen < WINDOW) {
+    while (s->state == SK_READY && !s->seg_failed && !s->hold && s->barrier_seq == 0 &&
+           s->qlen < WINDOW) {
         if (s->cur_txn == 0) {
             if (s->in_txn && s->group_changes >= GROUP_CHANGES) {
                 if (send_commit(s) != 0)
@@ -975,7 +1020,7 @@ static void feed(struct pgsink *s)
             sink_fail(s, "cannot send changes", x.e.msg[0] ? x.e.msg : "journal read failed");
             return;
         }
-        if (n < SLICE) {
+        if (n < SLICE && s->barrier_seq == 0) {
             /* The source transaction is fully sent. */
             s->fed_seq = s->cur_txn_seq;
             if (s->in_txn) {
@@ -1063,6 +1108,177 @@ static void record_conflict(struct pgsink *s, const struct q_entry *q,
     s->stats.conflicts++;
 }
 
+/* ---- conflicts the resolver decides (field_merge, plugin) ---- */
+
+static void record_resolved(struct pgsink *s, const struct q_entry *q,
+                            const char *cur_row, int64_t target_us,
+                            const struct resolve_result *res)
+{
+    const struct cfg_mapping *m = config_mapping(s->cfg, q->mapping);
+    bool target_a = m->a.ep == s->ep;
+    char *result = res->fields ? json_dumps(res->fields, JSON_COMPACT) : NULL;
+    const char *incoming = q->op == 'D' ? NULL : q->incoming;
+    struct conflict c = { 0 };
+
+    c.mapping = q->mapping;
+    c.key = q->key;
+    c.strategy = config_strategy_name(m->strategy);
+    c.base = q->base;
+    c.side_a = target_a ? cur_row : incoming;
+    c.side_b = target_a ? incoming : cur_row;
+    c.open = res->outcome == RESOLVE_PARK;
+    c.result = c.open ? NULL : result ? result : "null";
+    c.rule = res->detail[0] ? res->detail : res->rule;
+    c.version_a_us = target_a ? target_us : q->version_us;
+    c.version_b_us = target_a ? q->version_us : target_us;
+    if (state_begin(s->st, NULL) != 0 || conflict_record(s->st, &c, NULL) != 0)
+        log_error("pgsink", "cannot record a conflict", "endpoint", s->ep->name,
+                  "mapping", q->mapping, "key", q->key);
+    log_warn("pgsink", c.open ? "conflict parked until an operator decides"
+             : "conflict decided", "endpoint", s->ep->name, "mapping", q->mapping,
+             "key", q->key, "strategy", c.strategy, "rule", c.rule);
+    s->stats.conflicts++;
+    free(result);
+}
+
+/* The shadow takes the decided record: it is what both sides agree on. */
+static void shadow_take(struct pgsink *s, const struct q_entry *q,
+                        const struct resolve_result *res)
+{
+    struct shadow sh = { 0 };
+    json_t *empty = json_object();
+    const json_t *rec = res->deleted || res->fields == NULL ? empty : res->fields;
+
+    if (shadow_get(s->st, q->mapping, q->key, &sh, NULL) != 0)
+        memset(&sh, 0, sizeof(sh));
+    free(sh.fields);
+    sh.fields = json_dumps(rec, JSON_COMPACT);
+    canon_hash(rec, sh.hash);
+    sh.tombstone = res->deleted;
+    if (sh.fields != NULL && state_begin(s->st, NULL) == 0)
+        shadow_put(s->st, q->mapping, q->key, &sh, NULL);
+    shadow_clear(&sh);
+    json_decref(empty);
+}
+
+/* The source side must take the result too (it differs from what the
+ * source sent): journal it as a change from this target, so the source's
+ * own writer applies it, conditional on the source still holding what it
+ * sent. Only when the mapping runs both ways. */
+static void send_back(struct pgsink *s, const struct q_entry *q,
+                      const struct cfg_mapping *m, const struct resolve_result *res,
+                      int64_t target_us)
+{
+    char *result = res->fields ? json_dumps(res->fields, JSON_COMPACT) : NULL;
+    const char *had = q->op == 'D' ? NULL : q->incoming;
+    struct change ch = { 0 };
+    struct err e = { 0 };
+
+    if (m->direction != CFG_DIR_BOTH)
+        goto out;
+    ch.endpoint = s->ep->name;
+    ch.mapping = q->mapping;
+    ch.key = q->key;
+    ch.version_us = target_us > q->version_us ? target_us : q->version_us;
+    if (res->deleted) {
+        if (had == NULL)
+            goto out;
+        ch.op = CHANGE_DELETE;
+        ch.fields = ch.old_fields = had;
+    } else if (result != NULL) {
+        ch.op = had ? CHANGE_UPDATE : CHANGE_INSERT;
+        ch.fields = result;
+        ch.old_fields = had;
+    } else {
+        goto out;
+    }
+    if (state_begin(s->st, &e) != 0 || journal_single(s->st, &ch, NULL, &e) != 0)
+        log_error("pgsink", "cannot journal a conflict result for the source side;"
+                  " run tandem reconcile --repair", "endpoint", s->ep->name,
+                  "mapping", q->mapping, "key", q->key, "err", e.msg);
+out:
+    free(result);
+}
+
+/* Writes the decided record over cur (the row as the statement read and
+ * locked it), in the same target transaction. */
+static int send_result(struct pgsink *s, const struct q_entry *q,
+                       const struct cfg_mapping *m, const json_t *cur,
+                       const struct resolve_result *res)
+{
+    const struct cfg_side *t = m->a.ep == s->ep ? &m->a : &m->b;
+    json_t *keyarr = json_loads(q->key, 0, NULL);
+    char *result = res->fields ? json_dumps(res->fields, JSON_COMPACT) : NULL;
+    struct write_req w = { m, t, q->seq, res->deleted ? CHANGE_DELETE : CHANGE_UPDATE,
+                           keyarr, res->fields, cur, NULL, "1", q->version_us,
+                           q->source, q->mapping, q->key, result ? result : "{}" };
+    struct err e = { 0 };
+    int rc = -EPROTO;
+
+    if (json_is_array(keyarr) && json_array_size(keyarr) == t->nkey &&
+        (res->deleted || res->fields != NULL))
+        rc = send_write(s, &w, &e);
+    json_decref(keyarr);
+    free(result);
+    return rc;
+}
+
+/* field_merge, plugin: the statement kept the target row (cur_row, last
+ * written at target_ts) and wrote nothing; the resolver decides, and the
+ * result is written before anything else is sent (the barrier). */
+static void resolve_here(struct pgsink *s, const struct q_entry *q,
+                         const char *target_ts, const char *cur_row)
+{
+    const struct cfg_mapping *m = config_mapping(s->cfg, q->mapping);
+    json_t *base = q->base ? json_loads(q->base, 0, NULL) : NULL;
+    json_t *in_f = q->op != 'D' && q->incoming ? json_loads(q->incoming, 0, NULL) : NULL;
+    json_t *cur = cur_row ? json_loads(cur_row, 0, NULL) : NULL;
+    int64_t tv = target_ts ? atoll(target_ts) : 0;
+    struct resolve_base rb = { base, 0, 0, false };
+    struct resolve_side in = { in_f, q->op == 'D', q->version_us, q->version_us };
+    struct resolve_side tg = { cur, false, tv, tv };
+    const struct resolver_plugin *pl = NULL;
+    struct resolve_result res = { 0 };
+    struct err e = { 0 };
+    char why[RESOLVE_DETAIL_MAX + 64];
+    bool target_a;
+
+    if (m == NULL || cur == NULL)
+        goto out;
+    target_a = m->a.ep == s->ep;
+    if (m->strategy == CFG_STRAT_PLUGIN &&
+        (pl = resolver_plugin_for(&s->plugins, m, &e)) == NULL) {
+        snprintf(why, sizeof(why), "conflict resolver plugin: %.400s", e.msg);
+        dead_letter(s, q, why);
+        goto out;
+    }
+    if (resolve(m, pl, q->key, base ? &rb : NULL, target_a ? &tg : &in,
+                target_a ? &in : &tg, &res) != 0 && res.outcome == RESOLVE_ERROR) {
+        snprintf(why, sizeof(why), "conflict resolution failed: %.400s", res.detail);
+        dead_letter(s, q, why);
+        goto out;
+    }
+    record_resolved(s, q, cur_row, tv, &res);
+    if (res.outcome == RESOLVE_PARK) {
+        if (state_begin(s->st, NULL) == 0 &&
+            parked_park(s->st, q->mapping, q->key, "conflict", 0, NULL) == 0)
+            s->parked_any = true;
+        goto out;
+    }
+    shadow_take(s, q, &res);
+    if ((target_a ? res.write_a : res.write_b) && send_result(s, q, m, cur, &res) != 0) {
+        sink_fail(s, "cannot send a conflict result to the target", NULL);
+        goto out;
+    }
+    if (target_a ? res.write_b : res.write_a)
+        send_back(s, q, m, &res, tv);
+out:
+    resolve_result_clear(&res);
+    json_decref(base);
+    json_decref(in_f);
+    json_decref(cur);
+}
+
 static void on_stmt_result(struct pgsink *s, const struct q_entry *q, PGresult *r)
 {
     bool exists, clean;
@@ -1081,7 +1297,12 @@ static void on_stmt_result(struct pgsink *s, const struct q_entry *q, PGresult *
     }
     if (q->op == 'D' && !exists)
         s->stats.delete_missing++;
-    if (exists && !clean)
+    if (q->resolve && q->seq == s->barrier_seq)
+        s->barrier_seq = 0;
+    if (q->resolve && exists && !clean && written == 0)
+        resolve_here(s, q, PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3),
+                     PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4));
+    else if (exists && !clean)
         record_conflict(s, q, written > 0,
                         PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3),
                         PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4));
@@ -1259,6 +1480,7 @@ static void on_sync(struct pgsink *s)
     }
     if (!s->seg_failed)
         return;
+    s->barrier_seq = 0;     /* its result will not come: the redo resends it */
     /* The target transaction failed: roll it back (Sync alone leaves an
      * explicit transaction block open and aborted), then redo from the
      * last commit without the rejected change. */
@@ -1353,6 +1575,21 @@ static void on_result(struct pgsink *s, struct q_entry *q, PGresult *r)
     }
 }
 
+/* A failed statement aborts the target transaction until the next Sync.
+ * When none is on its way (feeding stopped at a barrier or a full window
+ * before the commit was sent), send one, so on_sync can roll back and
+ * redo instead of waiting forever. */
+static void ensure_sync(struct pgsink *s)
+{
+    for (size_t i = 0; i < s->qlen; i++)
+        if (s->q[(s->qhead + i) % s->qcap].kind == Q_SYNC)
+            return;
+    if (PQpipelineSync(s->conn) != 1 || q_push(s, Q_SYNC) == NULL)
+        sink_fail(s, "cannot end a failed target transaction", NULL);
+    else
+        PQflush(s->conn);
+}
+
 static void read_results(struct pgsink *s)
 {
     PGresult *r;
@@ -1379,6 +1616,8 @@ static void read_results(struct pgsink *s)
         on_result(s, q, r);
         PQclear(r);
     }
+    if (s->state == SK_READY && s->seg_failed && s->conn != NULL)
+        ensure_sync(s);
     if (s->state == SK_READY)
         feed(s);
 }
@@ -1428,6 +1667,7 @@ static void sink_disconnect(struct pgsink *s)
     q_clear(s);
     q_entry_free(&s->seg_error_entry);
     s->seg_failed = false;
+    s->barrier_seq = 0;
     clear_stmts(s);
     s->in_txn = false;
     s->cur_txn = 0;
@@ -1504,15 +1744,6 @@ int pgsink_new(struct pgsink **out, uv_loop_t *loop, const struct config *c,
 
 int pgsink_start(struct pgsink *s)
 {
-    /* Say so when a mapping's strategy is not decided by this writer yet. */
-    for (size_t i = 0; i < s->cfg->nmappings; i++) {
-        const struct cfg_mapping *m = &s->cfg->mappings[i];
-        if ((m->a.ep == s->ep || m->b.ep == s->ep) &&
-            (m->strategy == CFG_STRAT_FIELD_MERGE || m->strategy == CFG_STRAT_PLUGIN))
-            log_warn("pgsink", "this strategy is not applied by the PostgreSQL writer yet:"
-                     " its conflicts are decided by last_write_wins", "endpoint", s->ep->name,
-                     "mapping", m->name, "strategy", config_strategy_name(m->strategy));
-    }
     sink_connect(s);
     return 0;
 }
@@ -1561,6 +1792,7 @@ static void on_closed(uv_handle_t *h)
     free(s->q);
     free(s->fast.vals);
     free(s->excluded);
+    resolver_plugin_cache_free(s->plugins);
     strbuf_free(&s->sql);
     free(s);
 }
