@@ -77,22 +77,13 @@ static int parse_id(const char *s, int64_t *id)
 
 /* ---- conflicts ---- */
 
-static json_t *conflict_json(const struct conflict *c)
-{
-    return json_pack("{s:I,s:I,s:s,s:s,s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:b}",
-                     "id", (json_int_t)c->id, "ts_us", (json_int_t)c->ts_us,
-                     "mapping", c->mapping, "key", c->key, "strategy", c->strategy,
-                     "base", c->base, "a", c->side_a, "b", c->side_b,
-                     "result", c->result, "rule", c->rule, "open", c->open);
-}
-
 static int conflict_line(const struct conflict *c, void *arg)
 {
     struct ops *x = arg;
     char t[32];
 
     if (x->o->json) {
-        json_array_append_new(x->out, conflict_json(c));
+        json_array_append_new(x->out, conflict_to_json(c));
         return 0;
     }
     format_time(c->ts_us, t, sizeof(t));
@@ -115,7 +106,7 @@ static int show_record(struct ops *x, json_t *j)
 
 static int conflict_detail(const struct conflict *c, void *arg)
 {
-    return show_record(arg, conflict_json(c));
+    return show_record(arg, conflict_to_json(c));
 }
 
 /* ---- conflicts resolve: an operator's decision, written to both sides ---- */

@@ -521,11 +521,7 @@ struct conflicts_acc {
 static int add_conflict(const struct conflict *c, void *arg)
 {
     struct conflicts_acc *a = arg;
-    json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:b}",
-                          "id", (json_int_t)c->id, "ts_us", (json_int_t)c->ts_us,
-                          "mapping", c->mapping, "key", c->key, "strategy", c->strategy,
-                          "base", c->base, "a", c->side_a, "b", c->side_b,
-                          "result", c->result, "rule", c->rule, "open", c->open);
+    json_t *o = conflict_to_json(c);
     if (o != NULL)
         json_array_append_new(a->arr, o);
     return 0;

@@ -9,7 +9,7 @@
 
 #define CONFLICT_COLUMNS                                                     \
     "id, ts_us, mapping, key, strategy, base, side_a, side_b, result, rule," \
-    " open, version_a_us, version_b_us, coalesce(resolved_ts_us, 0)"
+    " open, version_a_us, version_b_us, coalesce(resolved_ts_us, 0), decisions"
 
 int conflict_record(struct state *s, struct conflict *c, struct err *e)
 {
@@ -24,15 +24,15 @@ int conflict_record(struct state *s, struct conflict *c, struct err *e)
     rc = state_stmt(s, ST_CF_INSERT,
                     "INSERT INTO conflicts (ts_us, mapping, key, strategy, base,"
                     " side_a, side_b, result, rule, open, version_a_us,"
-                    " version_b_us, resolved_ts_us)"
+                    " version_b_us, resolved_ts_us, decisions)"
                     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
-                    " CASE WHEN ?10 THEN NULL ELSE ?1 END)", &st, e);
+                    " CASE WHEN ?10 THEN NULL ELSE ?1 END, ?13)", &st, e);
     if (rc < 0)
         return rc;
-    rc = state_bind(s, st, e, "conflict record", "lttttttttbll", ts, c->mapping,
+    rc = state_bind(s, st, e, "conflict record", "lttttttttbllt", ts, c->mapping,
                     c->key, c->strategy, c->base, c->side_a, c->side_b,
                     c->result, c->rule, (int)c->open, c->version_a_us,
-                    c->version_b_us);
+                    c->version_b_us, c->decisions);
     if (rc == 0)
         rc = state_step_done(s, st, e, "conflict record");
     if (rc == 0) {
@@ -73,6 +73,7 @@ static int conflict_rows(struct state *s, sqlite3_stmt *st, conflict_fn fn,
         c.version_a_us = sqlite3_column_int64(st, 11);
         c.version_b_us = sqlite3_column_int64(st, 12);
         c.resolved_ts_us = sqlite3_column_int64(st, 13);
+        c.decisions = state_col_text(st, 14);
         if (c.mapping == NULL || c.key == NULL || c.strategy == NULL)
             return err_set(e, -ENOMEM, "conflict %" PRId64 ": out of memory",
                            c.id);
@@ -81,6 +82,22 @@ static int conflict_rows(struct state *s, sqlite3_stmt *st, conflict_fn fn,
         if (ret != 0)
             return ret;
     }
+}
+
+json_t *conflict_to_json(const struct conflict *c)
+{
+    json_t *o = json_pack("{s:I,s:I,s:s,s:s,s:s,s:s?,s:s?,s:s?,s:s?,s:s?,s:b}",
+                          "id", (json_int_t)c->id, "ts_us", (json_int_t)c->ts_us,
+                          "mapping", c->mapping, "key", c->key, "strategy", c->strategy,
+                          "base", c->base, "a", c->side_a, "b", c->side_b,
+                          "result", c->result, "rule", c->rule, "open", c->open);
+    json_t *d = c->decisions ? json_loads(c->decisions, 0, NULL) : NULL;
+
+    if (o != NULL)
+        json_object_set_new(o, "decisions", d ? d : json_null());
+    else
+        json_decref(d);
+    return o;
 }
 
 int conflict_list(struct state *s, bool open_only, int limit, conflict_fn fn,

@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "state.h"
 
 struct conflict {
@@ -20,10 +22,17 @@ struct conflict {
     const char *result;     /* JSON, NULL while open */
     const char *rule;       /* explanation, e.g. "a newer (t_a > t_b)" */
     bool open;              /* manual strategy: awaiting an operator */
+    /* Per field, JSON array [{"field", "taken_from", "rule"}] as the
+     * resolver explains it (resolver.h); NULL when not known. */
+    const char *decisions;
     int64_t version_a_us;   /* the versions compared (0 when unknown) */
     int64_t version_b_us;
     int64_t resolved_ts_us; /* when decided (= ts_us unless open); read only */
 };
+
+/* c as a JSON object, for `conflicts list --json|show` and GET /conflicts:
+ * base, a, b and result as JSON text, decisions as JSON. */
+json_t *conflict_to_json(const struct conflict *c);
 
 /* Records c. ts_us 0 means now; c->id and c->ts_us are set. mapping, key
  * and strategy are required (-EINVAL); the strings are copied. */

@@ -150,6 +150,9 @@ static const char *const state_migrations[] = {
     /* 1 -> 2: the source's before-image of an update or delete (REPLICA
      * IDENTITY FULL), the base a writer checks the target row against. */
     "ALTER TABLE journal_change ADD COLUMN old_fields TEXT;",
+    /* 2 -> 3: a conflict's per-field decisions (which side each field
+     * was taken from, and by what rule), as a JSON array. */
+    "ALTER TABLE conflicts ADD COLUMN decisions TEXT;",
 };
 
 _Static_assert(sizeof(state_migrations) / sizeof(state_migrations[0]) ==

@@ -1063,6 +1063,47 @@ static void on_feed_timer(uv_timer_t *t)
 
 /* ---- results ---- */
 
+/* Per-field decisions of a whole-record outcome (resolver.h's explain
+ * form): every field of either side, taken from the winner ('a', 'b'), or
+ * "both_equal"; winner 0: parked, nothing taken. Returns JSON text. */
+static char *whole_record_decisions(const char *a_text, const char *b_text, char winner,
+                                    const char *rule)
+{
+    json_t *a = a_text ? json_loads(a_text, 0, NULL) : NULL;
+    json_t *b = b_text ? json_loads(b_text, 0, NULL) : NULL;
+    json_t *names = json_object(), *out = json_array(), *v;
+    const char *k;
+    char *text = NULL;
+    char w[2] = { winner, '\0' };
+
+    if (names == NULL || out == NULL)
+        goto done;
+    json_object_foreach(a, k, v)
+        json_object_set(names, k, json_true());
+    json_object_foreach(b, k, v)
+        json_object_set(names, k, json_true());
+    if (json_object_size(names) == 0)   /* a delete against a delete */
+        json_object_set(names, "", json_true());
+    json_object_foreach(names, k, v) {
+        json_t *va = json_object_get(a, k), *vb = json_object_get(b, k);
+        bool same = va && vb && resolve_values_equal(json_string_value(va),
+                                                     json_string_value(vb));
+        const char *taken = winner == 0 ? NULL : same ? "both_equal" : w;
+
+        json_array_append_new(out, json_pack("{s:o,s:s?,s:s}", "field",
+                                             k[0] ? json_string(k) : json_null(),
+                                             "taken_from", taken, "rule",
+                                             winner == 0 ? "parked" : rule));
+    }
+    text = json_dumps(out, JSON_COMPACT);
+done:
+    json_decref(a);
+    json_decref(b);
+    json_decref(names);
+    json_decref(out);
+    return text;
+}
+
 static void record_conflict(struct pgsink *s, const struct q_entry *q,
                             bool applied, const char *target_ts,
                             const char *cur_row)
@@ -1074,6 +1115,7 @@ static void record_conflict(struct pgsink *s, const struct q_entry *q,
     const char *incoming = q->op == 'D' ? NULL : q->incoming;
 
     const char *strategy = m ? config_strategy_name(m->strategy) : "last_write_wins";
+    char *decisions;
     bool manual = m != NULL && m->strategy == CFG_STRAT_MANUAL;
 
     if (manual)
@@ -1098,6 +1140,10 @@ static void record_conflict(struct pgsink *s, const struct q_entry *q,
     c.result = manual ? NULL : applied ? (incoming ? incoming : "null") : (cur_row ? cur_row : "null");
     c.rule = rule;
     c.open = manual;
+    decisions = whole_record_decisions(c.side_a, c.side_b,
+                                       manual ? 0 : (applied == target_is_a) ? 'b' : 'a',
+                                       strategy);
+    c.decisions = decisions;
     if (manual && state_begin(s->st, NULL) == 0)
         parked_park(s->st, q->mapping, q->key, "conflict", 0, NULL);
     if (state_begin(s->st, NULL) != 0 || conflict_record(s->st, &c, NULL) != 0)
@@ -1106,6 +1152,7 @@ static void record_conflict(struct pgsink *s, const struct q_entry *q,
     log_warn("pgsink", "conflict decided", "endpoint", s->ep->name, "mapping",
              q->mapping, "key", q->key, "rule", rule);
     s->stats.conflicts++;
+    free(decisions);
 }
 
 /* ---- conflicts the resolver decides (field_merge, plugin) ---- */
@@ -1117,6 +1164,7 @@ static void record_resolved(struct pgsink *s, const struct q_entry *q,
     const struct cfg_mapping *m = config_mapping(s->cfg, q->mapping);
     bool target_a = m->a.ep == s->ep;
     char *result = res->fields ? json_dumps(res->fields, JSON_COMPACT) : NULL;
+    char *decisions = res->explain ? json_dumps(res->explain, JSON_COMPACT) : NULL;
     const char *incoming = q->op == 'D' ? NULL : q->incoming;
     struct conflict c = { 0 };
 
@@ -1131,6 +1179,7 @@ static void record_resolved(struct pgsink *s, const struct q_entry *q,
     c.rule = res->detail[0] ? res->detail : res->rule;
     c.version_a_us = target_a ? target_us : q->version_us;
     c.version_b_us = target_a ? q->version_us : target_us;
+    c.decisions = decisions;
     if (state_begin(s->st, NULL) != 0 || conflict_record(s->st, &c, NULL) != 0)
         log_error("pgsink", "cannot record a conflict", "endpoint", s->ep->name,
                   "mapping", q->mapping, "key", q->key);
@@ -1139,6 +1188,7 @@ static void record_resolved(struct pgsink *s, const struct q_entry *q,
              "key", q->key, "strategy", c.strategy, "rule", c.rule);
     s->stats.conflicts++;
     free(result);
+    free(decisions);
 }
 
 /* The shadow takes the decided record: it is what both sides agree on. */

@@ -67,6 +67,7 @@ expect_eq "conflicts list prints every recorded conflict" "$conflicts" "$(wc -l 
 check "conflicts list names strategy and outcome" grep -q "last_write_wins.decided" "$WORK/conflicts.out"
 cid=$(head -1 "$WORK/conflicts.out" | cut -f1)
 check "conflicts show has base and both sides" bash -c "'$TANDEM' conflicts show $cid -c '$WORK/cfg.json' | grep -q '\"rule\"'"
+expect_eq "each conflict names per-field decisions" "$conflicts" "$(sq "select count(*) from conflicts where mapping = 't' and decisions like '%\"rule\":\"last_write_wins\"%'")"
 check "conflicts endpoint lists them" bash -c "curl -fsS http://127.0.0.1:$HTTP_PORT/conflicts | grep -q last_write_wins"
 # A bulk insert that meets a key the other side already has: the batched
 # insert fails, the group is redone with conditional writes, the conflict

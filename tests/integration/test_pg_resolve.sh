@@ -54,6 +54,14 @@ expect_eq "each doubly edited pl key is a plugin conflict" 10 \
   "$(sq "select count(distinct key) from conflicts where mapping = 'pl' and strategy = 'plugin'")"
 check "conflict results hold the merged record" bash -c "[ \$(sqlite3 -readonly '$WORK/state.db' \"select count(*) from conflicts where mapping = 'fm' and key = '[\\\"1\\\"]' and result like '%A-v%' and result like '%\\\"n\\\":\\\"7\\\"%'\") -ge 1 ]"
 
+cid=$(sq "select id from conflicts where mapping = 'fm' and key = '[\"1\"]' order by id limit 1")
+"$TANDEM" conflicts show "$cid" -c "$WORK/cfg.json" | tr -d ' \n' >"$WORK/show.out"
+check "conflicts show explains each field: v from one side" grep -q '"field":"v","taken_from":"a","rule":"one_side_changed"' "$WORK/show.out"
+check "conflicts show explains each field: n from the other" grep -q '"field":"n","taken_from":"b","rule":"one_side_changed"' "$WORK/show.out"
+check "conflicts show explains each field: note untouched" grep -q '"field":"note","taken_from":"both_equal"' "$WORK/show.out"
+fallback_named() { sq "select decisions from conflicts where mapping = 'fm' and key = '[\"55\"]'" | grep -q '"field":"note","taken_from":"[ab]","rule":"last_write_wins"'; }
+check "a field both changed names the fallback" fallback_named
+
 # Live: the same rows edited on both sides at once, different fields.
 for r in 1 2 3 4 5; do
   psql_retry A -c "update fm set v = 'A$r' where id <= 50" >/dev/null & U1=$!
