@@ -321,6 +321,27 @@ static void check_retained(struct daemon *d)
 
 /* ---- DLQ: retries an operator asked for, depth, health ---- */
 
+static int export_parked_reason(const char *reason, int64_t count, void *arg)
+{
+    struct daemon *d = arg;
+    char lb[96];
+
+    metrics_labels(lb, sizeof(lb), "reason", reason ? reason : "", NULL);
+    metrics_set(d->metrics, "tandem_parked_keys", lb, (double)count);
+    return 0;
+}
+
+/* tandem_parked_keys{reason}: the known reasons always (0 when none). */
+static void export_parked(struct daemon *d)
+{
+    static const char *const known[] = { "dlq", "waiting_for_parent", "retrying_parent",
+                                         "conflict" };
+
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        export_parked_reason(known[i], 0, d);
+    parked_count_by_reason(d->st, export_parked_reason, d, NULL);
+}
+
 static void check_dlq(struct daemon *d)
 {
     int64_t depth = 0;
@@ -328,6 +349,7 @@ static void check_dlq(struct daemon *d)
 
     if (state_begin(d->st, NULL) == 0)
         dlq_retry_requested(d->st);
+    export_parked(d);
     if (dlq_count_open(d->st, &depth, NULL) != 0)
         return;
     metrics_set(d->metrics, "tandem_dlq_depth", NULL, (double)depth);

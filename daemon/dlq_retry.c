@@ -1,13 +1,11 @@
 #include "dlq_retry.h"
 
 #include <inttypes.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../state/dlq.h"
-#include "../state/journal.h"
 #include "log.h"
 
 /* The open entries to retry, copied out of the scans. */
@@ -60,40 +58,23 @@ static void batch_free(struct batch *b)
 /* Journals one entry's change again and closes the entry. */
 static int rejournal(struct state *st, const struct pending *p)
 {
-    json_t *c = p->change ? json_loads(p->change, 0, NULL) : NULL;
-    const char *op = json_string_value(json_object_get(c, "op"));
-    const char *source = json_string_value(json_object_get(c, "source"));
-    char *key = json_dumps(json_object_get(c, "key"), JSON_COMPACT | JSON_ENCODE_ANY);
-    char *fields = json_dumps(json_object_get(c, "fields"), JSON_COMPACT | JSON_ENCODE_ANY);
-    struct change ch = { 0 };
+    struct dlq_entry d = { .id = p->id, .mapping = p->mapping, .key = p->key,
+                           .change = p->change };
     struct err e = { 0 };
     char ids[24];
-    int rc = -EINVAL;
+    int rc;
 
     snprintf(ids, sizeof(ids), "%" PRId64, p->id);
-    if (op == NULL || source == NULL || key == NULL || fields == NULL ||
-        strcmp(fields, "null") == 0) {
+    if ((rc = dlq_replay(st, &d, &e)) == 0) {
+        log_info("dlq", "DLQ entry journaled again for retry", "id", ids,
+                 "mapping", p->mapping, "key", p->key);
+    } else if (rc == -EINVAL) {
         dlq_retry_failed(st, p->id, "entry holds no replayable change", NULL);
         log_error("dlq", "cannot retry a DLQ entry: it holds no replayable change;"
                   " drop it and repair by hand", "id", ids);
-        goto out;
-    }
-    ch.endpoint = source;
-    ch.mapping = p->mapping;
-    ch.op = (enum change_op)op[0];
-    ch.key = key;
-    ch.fields = fields;
-    ch.version_us = json_integer_value(json_object_get(c, "version_us"));
-    if ((rc = journal_single(st, &ch, NULL, &e)) == 0 &&
-        (rc = dlq_mark_retried(st, p->id, &e)) == 0)
-        log_info("dlq", "DLQ entry journaled again for retry", "id", ids,
-                 "mapping", p->mapping, "key", p->key);
-    else
+    } else {
         log_error("dlq", "cannot retry a DLQ entry", "id", ids, "err", e.msg);
-out:
-    free(key);
-    free(fields);
-    json_decref(c);
+    }
     return rc;
 }
 

@@ -6,6 +6,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <jansson.h>
+#include <stdlib.h>
+
+#include "journal.h"
 #include "state_int.h"
 
 #define DLQ_COLUMNS                                                        \
@@ -13,7 +17,8 @@
     " change, error, attempts, status, retry_requested_us, resolved_ts_us"
 
 static const char *const dlq_names[] = {
-    [DLQ_OPEN] = "open", [DLQ_RETRIED] = "retried", [DLQ_DROPPED] = "dropped"
+    [DLQ_OPEN] = "open", [DLQ_RETRIED] = "retried", [DLQ_DROPPED] = "dropped",
+    [DLQ_WAITING] = "waiting"
 };
 
 const char *dlq_status_name(enum dlq_status st)
@@ -29,6 +34,8 @@ static enum dlq_status dlq_status_parse(const char *v)
         return DLQ_RETRIED;
     if (v != NULL && strcmp(v, "dropped") == 0)
         return DLQ_DROPPED;
+    if (v != NULL && strcmp(v, "waiting") == 0)
+        return DLQ_WAITING;
     return DLQ_OPEN;
 }
 
@@ -45,19 +52,20 @@ int dlq_add(struct state *s, struct dlq_entry *d, struct err *e)
     ts = d->ts_us != 0 ? d->ts_us : state_now_us(s);
     rc = state_stmt(s, ST_DLQ_ADD,
                     "INSERT INTO dlq (ts_us, mapping, key, source, target,"
-                    " change_seq, commit_seq, change, error, attempts)"
-                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)", &st, e);
+                    " change_seq, commit_seq, change, error, attempts, status)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)", &st, e);
     if (rc < 0)
         return rc;
-    rc = state_bind(s, st, e, "dlq add", "lttttllttl", ts, d->mapping, d->key,
+    rc = state_bind(s, st, e, "dlq add", "lttttllttlt", ts, d->mapping, d->key,
                     d->source, d->target, d->change_seq, d->commit_seq,
-                    d->change, d->error, (int64_t)d->attempts);
+                    d->change, d->error, (int64_t)d->attempts,
+                    d->status == DLQ_WAITING ? "waiting" : "open");
     if (rc == 0)
         rc = state_step_done(s, st, e, "dlq add");
     if (rc == 0) {
         d->id = sqlite3_last_insert_rowid(s->db);
         d->ts_us = ts;
-        d->status = DLQ_OPEN;
+        d->status = d->status == DLQ_WAITING ? DLQ_WAITING : DLQ_OPEN;
         d->retry_requested_us = 0;
         d->resolved_ts_us = 0;
     }
@@ -166,6 +174,27 @@ int dlq_list_retry_requested(struct state *s, dlq_fn fn, void *arg,
     return rc;
 }
 
+int dlq_list_waiting(struct state *s, const char *target, dlq_fn fn, void *arg,
+                     struct err *e)
+{
+    sqlite3_stmt *st;
+    int rows = 0;
+    int rc;
+
+    if (fn == NULL || target == NULL)
+        return err_set(e, -EINVAL, "dlq list waiting: no callback or target");
+    rc = state_stmt(s, ST_DLQ_LIST_WAITING,
+                    "SELECT " DLQ_COLUMNS " FROM dlq WHERE status = 'waiting'"
+                    " AND target = ?1 ORDER BY id", &st, e);
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "dlq list waiting", "t", target);
+    if (rc == 0)
+        rc = dlq_rows(s, st, fn, arg, &rows, e);
+    state_stmt_done(s, ST_DLQ_LIST_WAITING, st);
+    return rc;
+}
+
 /* After an UPDATE ... WHERE id = ? AND status = 'open' matched nothing:
  * tells a missing entry (-ENOENT) from a closed one (-EALREADY). */
 static int dlq_not_open(struct state *s, int64_t id, struct err *e)
@@ -245,7 +274,7 @@ static int dlq_close(struct state *s, int64_t id, enum dlq_status to,
     int rc = state_stmt(s, ST_DLQ_SET_STATUS,
                         "UPDATE dlq SET status = ?2, resolved_ts_us = ?3,"
                         " attempts = attempts + ?4, retry_requested_us = 0"
-                        " WHERE id = ?1 AND status = 'open'", &st, e);
+                        " WHERE id = ?1 AND status IN ('open', 'waiting')", &st, e);
 
     if (rc < 0)
         return rc;
@@ -254,6 +283,49 @@ static int dlq_close(struct state *s, int64_t id, enum dlq_status to,
     return dlq_update_done(s, ST_DLQ_SET_STATUS, st, rc, id, e,
                            to == DLQ_RETRIED ? "dlq mark retried"
                                              : "dlq mark dropped");
+}
+
+int dlq_set_open(struct state *s, int64_t id, const char *error, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc = state_stmt(s, ST_DLQ_SET_OPEN,
+                        "UPDATE dlq SET status = 'open', error = coalesce(?2, error)"
+                        " WHERE id = ?1 AND status = 'waiting'", &st, e);
+
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "dlq set open", "lt", id, error);
+    return dlq_update_done(s, ST_DLQ_SET_OPEN, st, rc, id, e, "dlq set open");
+}
+
+int dlq_replay(struct state *s, const struct dlq_entry *d, struct err *e)
+{
+    json_t *c = d->change ? json_loads(d->change, 0, NULL) : NULL;
+    const char *op = json_string_value(json_object_get(c, "op"));
+    const char *source = json_string_value(json_object_get(c, "source"));
+    char *key = json_dumps(json_object_get(c, "key"), JSON_COMPACT | JSON_ENCODE_ANY);
+    char *fields = json_dumps(json_object_get(c, "fields"), JSON_COMPACT | JSON_ENCODE_ANY);
+    struct change ch = { 0 };
+    int rc;
+
+    if (op == NULL || source == NULL || key == NULL || fields == NULL ||
+        strcmp(fields, "null") == 0) {
+        rc = err_set(e, -EINVAL, "dlq entry %" PRId64 " holds no replayable change", d->id);
+        goto out;
+    }
+    ch.endpoint = source;
+    ch.mapping = d->mapping;
+    ch.op = (enum change_op)op[0];
+    ch.key = key;
+    ch.fields = fields;
+    ch.version_us = json_integer_value(json_object_get(c, "version_us"));
+    if ((rc = journal_single(s, &ch, NULL, e)) == 0)
+        rc = dlq_mark_retried(s, d->id, e);
+out:
+    free(key);
+    free(fields);
+    json_decref(c);
+    return rc;
 }
 
 int dlq_mark_retried(struct state *s, int64_t id, struct err *e)
@@ -303,7 +375,8 @@ int dlq_count_open_key(struct state *s, const char *mapping, const char *key,
     int rc;
 
     rc = state_stmt(s, ST_DLQ_COUNT_KEY,
-                    "SELECT count(*) FROM dlq WHERE status = 'open' AND mapping = ?1"
+                    "SELECT count(*) FROM dlq WHERE status IN ('open', 'waiting')"
+                    " AND mapping = ?1"
                     " AND key = ?2", &st, e);
     if (rc < 0)
         return rc;

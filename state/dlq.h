@@ -18,7 +18,10 @@
 enum dlq_status {
     DLQ_OPEN = 0,   /* waiting for an operator (shown by dlq list) */
     DLQ_RETRIED,    /* a retry succeeded (history) */
-    DLQ_DROPPED     /* an operator dropped it (history) */
+    DLQ_DROPPED,    /* an operator dropped it (history) */
+    DLQ_WAITING     /* waiting for its parent: replayed by the writer until
+                     * it lands or the wait ends (then open); not counted
+                     * as DLQ depth */
 };
 
 struct dlq_entry {
@@ -38,7 +41,8 @@ struct dlq_entry {
     int64_t resolved_ts_us; /* read only: when retried or dropped, 0 while open */
 };
 
-/* Adds an entry (status open); sets d->id and d->ts_us. Strings copied. */
+/* Adds an entry (status open, or waiting when d->status is DLQ_WAITING);
+ * sets d->id and d->ts_us. Strings copied. */
 int dlq_add(struct state *s, struct dlq_entry *d, struct err *e);
 
 /* Calls fn for entries oldest first: open ones, or all when history, at
@@ -65,7 +69,21 @@ int dlq_list_retry_requested(struct state *s, dlq_fn fn, void *arg,
 int dlq_retry_failed(struct state *s, int64_t id, const char *error,
                      struct err *e);
 
-/* Closes an open entry: its retry succeeded / an operator dropped it.
+/* Calls fn for the waiting entries for target, oldest first. */
+int dlq_list_waiting(struct state *s, const char *target, dlq_fn fn, void *arg,
+                     struct err *e);
+
+/* A waiting entry whose wait ended becomes open with error. -ENOENT /
+ * -EALREADY (not waiting) as above. */
+int dlq_set_open(struct state *s, int64_t id, const char *error, struct err *e);
+
+/* Journals the change d holds again, as a transaction of its own from its
+ * source, so it takes the normal apply path, and closes d as retried.
+ * -EINVAL when d holds no replayable change. Inside state_begin. */
+int dlq_replay(struct state *s, const struct dlq_entry *d, struct err *e);
+
+/* Closes an open (or waiting) entry: its retry succeeded / an operator
+ * dropped it.
  * -ENOENT when no such id, -EALREADY when it is not open. */
 int dlq_mark_retried(struct state *s, int64_t id, struct err *e);
 int dlq_mark_dropped(struct state *s, int64_t id, struct err *e);
@@ -75,7 +93,8 @@ int dlq_count_open(struct state *s, int64_t *out, struct err *e);
 
 const char *dlq_status_name(enum dlq_status st);
 
-/* Open entries of (mapping, key): a key is unparked when this reaches 0. */
+/* Open and waiting entries of (mapping, key): a key is unparked when this
+ * reaches 0. */
 int dlq_count_open_key(struct state *s, const char *mapping, const char *key,
                        int64_t *out, struct err *e);
 

@@ -153,6 +153,34 @@ static const char *const state_migrations[] = {
     /* 2 -> 3: a conflict's per-field decisions (which side each field
      * was taken from, and by what rule), as a JSON array. */
     "ALTER TABLE conflicts ADD COLUMN decisions TEXT;",
+    /* 3 -> 4: a change waiting for its parent (a foreign key the peer
+     * enforces) is kept like a DLQ entry, status 'waiting', and replayed
+     * when the parent may have landed. SQLite cannot alter a CHECK: the
+     * table is rebuilt. */
+    "CREATE TABLE dlq_v4 ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  ts_us INTEGER NOT NULL,"
+    "  mapping TEXT NOT NULL,"
+    "  key TEXT,"
+    "  source TEXT,"
+    "  target TEXT NOT NULL,"
+    "  change_seq INTEGER NOT NULL DEFAULT 0,"
+    "  commit_seq INTEGER NOT NULL DEFAULT 0,"
+    "  change TEXT,"
+    "  error TEXT NOT NULL,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  status TEXT NOT NULL DEFAULT 'open'"
+    "    CHECK (status IN ('open', 'retried', 'dropped', 'waiting')),"
+    "  retry_requested_us INTEGER NOT NULL DEFAULT 0,"
+    "  resolved_ts_us INTEGER NOT NULL DEFAULT 0"
+    ");"
+    "INSERT INTO dlq_v4 SELECT id, ts_us, mapping, key, source, target, change_seq,"
+    " commit_seq, change, error, attempts, status, retry_requested_us, resolved_ts_us"
+    " FROM dlq;"
+    "DROP TABLE dlq;"
+    "ALTER TABLE dlq_v4 RENAME TO dlq;"
+    "CREATE INDEX dlq_status ON dlq (status, id);"
+    "CREATE INDEX dlq_key ON dlq (mapping, key);",
 };
 
 _Static_assert(sizeof(state_migrations) / sizeof(state_migrations[0]) ==

@@ -10,7 +10,7 @@
 
 #include "../daemon/err.h"
 
-#define STATE_SCHEMA_VERSION 3
+#define STATE_SCHEMA_VERSION 4
 
 struct state;
 

@@ -40,6 +40,7 @@ struct q_entry {
     char op;
     bool had_base;
     bool resolve;               /* a conflict is decided by the resolver here */
+    bool retrying;              /* a replay of a change that waited for its parent */
     int64_t version_us;
     char *mapping, *key, *incoming, *base, *source;  /* Q_STMT, owned */
 };
@@ -78,6 +79,11 @@ struct pgsink {
      * decision can be written in the same target transaction, in order. */
     int64_t barrier_seq;
     struct resolver_plugin_cache *plugins;
+    /* Changes waiting for a parent (foreign key): replayed by parent_timer. */
+    bool waiting_any;
+    uint64_t waiting_applied;   /* stats.applied at the last replay */
+    uint64_t waiting_pass_ms;
+    uv_timer_t parent_timer;
     /* Inserts of new keys travel as multi-row INSERTs (the common bulk
      * case); one that hits an existing key fails the target transaction,
      * which is then redone with conditional writes up to careful_until. */
@@ -118,7 +124,8 @@ struct pgsink {
 static void sink_connect(struct pgsink *s);
 static void sink_fail(struct pgsink *s, const char *what, const char *detail);
 static void feed(struct pgsink *s);
-static bool held_by_parked_key(struct pgsink *s, const struct change *c);
+static bool held_by_parked_key(struct pgsink *s, const struct change *c, bool *retrying);
+static void wait_for_parent(struct pgsink *s, const struct q_entry *q, const char *msg);
 static void dead_letter(struct pgsink *s, const struct q_entry *q, const char *msg);
 
 /* ---- the in-flight queue ---- */
@@ -900,16 +907,18 @@ static int on_journal_change(const struct change *c, void *arg)
     struct pgsink *s = x->s;
     const struct cfg_mapping *m = config_mapping(s->cfg, c->mapping);
     const struct cfg_side *t;
+    bool retrying = false;
     int rc;
 
     x->count++;
     s->cur_after = c->seq;
     if (m == NULL || !mapping_targets(s, m, c->endpoint, &t) || excluded(s, c->seq) ||
-        held_by_parked_key(s, c))
+        held_by_parked_key(s, c, &retrying))
         return 0;
     if ((rc = begin_if_needed(s)) != 0)
         return x->err = rc;
-    if ((rc = fast_add(s, c, m, t)) != 0) {
+    /* A replay goes alone (not batched), so its outcome unparks the key. */
+    if (!retrying && (rc = fast_add(s, c, m, t)) != 0) {
         if (rc < 0)
             return x->err = err_set(&x->e, rc, "cannot send inserts of change %" PRId64, c->seq);
         s->group_changes++;
@@ -921,6 +930,8 @@ static int on_journal_change(const struct change *c, void *arg)
                                   : send_change(s, c, m, t, &x->e);
     if (rc != 0)
         return x->err = rc;
+    if (retrying && c->op != CHANGE_TRUNCATE)
+        s->q[(s->qhead + s->qlen - 1) % s->qcap].retrying = true;
     s->group_changes++;
     return s->barrier_seq != 0 ? 1 : 0;    /* a barrier stops the scan */
 }
@@ -1349,6 +1360,8 @@ static void on_stmt_result(struct pgsink *s, const struct q_entry *q, PGresult *
         s->stats.delete_missing++;
     if (q->resolve && q->seq == s->barrier_seq)
         s->barrier_seq = 0;
+    if (q->retrying && state_begin(s->st, NULL) == 0)
+        parked_unpark(s->st, q->mapping, q->key, NULL);    /* its parent landed */
     if (q->resolve && exists && !clean && written == 0)
         resolve_here(s, q, PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3),
                      PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4));
@@ -1405,9 +1418,10 @@ static void on_setup_result(struct pgsink *s, const struct q_entry *q, PGresult 
 /* Records a change the target cannot take in the DLQ with everything a
  * retry needs to journal it again, and parks its key so later changes of
  * the key wait behind it (G8). */
-static void dead_letter_change(struct pgsink *s, const struct change *c, const char *msg)
+static void park_change(struct pgsink *s, const struct change *c, const char *msg,
+                        bool waiting)
 {
-    struct dlq_entry d = { 0 };
+    struct dlq_entry d = { .status = waiting ? DLQ_WAITING : DLQ_OPEN };
     struct parked_key pk = { 0 };
     char op[2] = { (char)c->op, '\0' };
     json_t *fields = c->fields ? json_loads(c->fields, 0, NULL) : NULL;
@@ -1421,7 +1435,8 @@ static void dead_letter_change(struct pgsink *s, const struct change *c, const c
     snprintf(seq, sizeof(seq), "%" PRId64, c->seq);
     json_decref(change);
     exclude(s, c->seq);
-    s->stats.errors++;
+    if (!waiting)
+        s->stats.errors++;
     d.mapping = c->mapping;
     d.key = c->key;
     d.source = c->endpoint;
@@ -1432,8 +1447,9 @@ static void dead_letter_change(struct pgsink *s, const struct change *c, const c
     d.attempts = 1;
     pk.mapping = c->mapping;
     pk.key = c->key;
-    pk.reason = "dlq";
+    pk.reason = waiting ? "waiting_for_parent" : "dlq";
     pk.target = s->ep->name;
+    pk.detail = waiting ? msg : NULL;
     if (state_begin(s->st, NULL) != 0 || dlq_add(s->st, &d, NULL) != 0) {
         log_error("pgsink", "cannot record the change in the DLQ", "endpoint",
                   s->ep->name, "seq", seq);
@@ -1445,6 +1461,42 @@ static void dead_letter_change(struct pgsink *s, const struct change *c, const c
     free(text);
 }
 
+static void dead_letter_change(struct pgsink *s, const struct change *c, const char *msg)
+{
+    park_change(s, c, msg, false);
+}
+
+static void change_of(const struct q_entry *q, struct change *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->seq = q->seq;
+    c->endpoint = q->source;
+    c->mapping = q->mapping;
+    c->op = (enum change_op)q->op;
+    c->key = q->key;
+    c->fields = q->incoming;
+    c->version_us = q->version_us;
+}
+
+/* The target refused the change for a foreign key: its parent is not
+ * there yet (another mapping, another feed), or a parent's delete came
+ * before its children's. Not an error yet: the change waits, its key
+ * parked, and is replayed when other changes landed, until the mapping's
+ * dependency_wait_s ends (then the DLQ, naming the parent). */
+static void wait_for_parent(struct pgsink *s, const struct q_entry *q, const char *msg)
+{
+    struct change c;
+    char seq[24];
+
+    snprintf(seq, sizeof(seq), "%" PRId64, q->seq);
+    log_info("pgsink", "a change waits for its parent (foreign key); replayed when"
+             " the parent lands", "endpoint", s->ep->name, "mapping", q->mapping,
+             "key", q->key, "seq", seq, "err", msg);
+    change_of(q, &c);
+    park_change(s, &c, msg, true);
+    s->waiting_any = true;
+}
+
 static void dead_letter(struct pgsink *s, const struct q_entry *q, const char *msg)
 {
     struct change c = { 0 };
@@ -1454,25 +1506,128 @@ static void dead_letter(struct pgsink *s, const struct q_entry *q, const char *m
     log_error("pgsink", "the target rejected a change: dead-lettered and its key parked;"
               " fix the data or the target, then tandem dlq retry", "endpoint", s->ep->name,
               "mapping", q->mapping, "key", q->key, "seq", seq, "err", msg);
-    c.seq = q->seq;
-    c.endpoint = q->source;
-    c.mapping = q->mapping;
-    c.op = (enum change_op)q->op;
-    c.key = q->key;
-    c.fields = q->incoming;
-    c.version_us = q->version_us;
+    change_of(q, &c);
     dead_letter_change(s, &c, msg);
 }
 
+/* ---- changes waiting for a parent ---- */
+
+struct waiting {
+    int64_t id, ts_us;
+    char *mapping, *key, *change, *error;
+};
+
+struct waiting_list {
+    struct waiting *v;
+    size_t n, cap;
+};
+
+static int collect_waiting(const struct dlq_entry *d, void *arg)
+{
+    struct waiting_list *l = arg;
+    struct waiting *n;
+
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        if ((n = realloc(l->v, cap * sizeof(*n))) == NULL)
+            return -ENOMEM;
+        l->v = n;
+        l->cap = cap;
+    }
+    n = &l->v[l->n++];
+    n->id = d->id;
+    n->ts_us = d->ts_us;
+    n->mapping = strdup(d->mapping);
+    n->key = d->key ? strdup(d->key) : NULL;
+    n->change = d->change ? strdup(d->change) : NULL;
+    n->error = strdup(d->error);
+    return 0;
+}
+
+/* Past its mapping's dependency_wait_s (counted from when the key was
+ * parked) a waiting change becomes a DLQ entry naming the missing parent. */
+static void give_up_waiting(struct pgsink *s, const struct waiting *w, int64_t since,
+                            int wait_s)
+{
+    char msg[1024];
+    struct parked_key pk = { w->mapping, w->key, "dlq", since, s->ep->name, w->id, NULL };
+
+    snprintf(msg, sizeof(msg), "the parent never arrived within dependency_wait_s"
+             " (%d s): %.900s", wait_s, w->error);
+    if (dlq_set_open(s->st, w->id, msg, NULL) == 0)
+        parked_park_ex(s->st, &pk, NULL);
+    s->stats.errors++;
+    log_error("pgsink", "a change waited for its parent past dependency_wait_s:"
+              " dead-lettered; create the parent, then tandem dlq retry",
+              "endpoint", s->ep->name, "mapping", w->mapping, "key", w->key, "err", msg);
+}
+
+/* Replays the waiting changes (in order, from their source) once other
+ * changes landed, or every few seconds so deadlines are seen. */
+static void replay_waiting(struct pgsink *s)
+{
+    struct waiting_list l = { 0 };
+    uint64_t now_ms = uv_now(s->loop);
+    int64_t now_us = wall_us();
+
+    if (!s->waiting_any || s->state != SK_READY || s->barrier_seq != 0)
+        return;
+    if (s->stats.applied == s->waiting_applied && now_ms - s->waiting_pass_ms < 5000)
+        return;
+    s->waiting_applied = s->stats.applied;
+    s->waiting_pass_ms = now_ms;
+    if (state_begin(s->st, NULL) != 0 ||
+        dlq_list_waiting(s->st, s->ep->name, collect_waiting, &l, NULL) != 0)
+        goto out;
+    s->waiting_any = l.n > 0;
+    for (size_t i = 0; i < l.n; i++) {
+        const struct waiting *w = &l.v[i];
+        const struct cfg_mapping *m = config_mapping(s->cfg, w->mapping);
+        int wait_s = m ? m->dependency_wait_s : 300;
+        int64_t since = w->ts_us;
+        bool parked = false;
+        struct dlq_entry d = { .id = w->id, .mapping = w->mapping, .key = w->key,
+                               .change = w->change };
+
+        if (w->key != NULL)
+            parked_is_parked(s->st, w->mapping, w->key, &parked, &since, NULL);
+        if (now_us - since > (int64_t)wait_s * 1000000)
+            give_up_waiting(s, w, since, wait_s);
+        else if (dlq_replay(s->st, &d, NULL) == 0 && w->key != NULL)
+            parked_park(s->st, w->mapping, w->key, "retrying_parent", 0, NULL);
+    }
+out:
+    for (size_t i = 0; i < l.n; i++) {
+        free(l.v[i].mapping);
+        free(l.v[i].key);
+        free(l.v[i].change);
+        free(l.v[i].error);
+    }
+    free(l.v);
+}
+
+static void on_parent_timer(uv_timer_t *t)
+{
+    replay_waiting(t->data);
+}
+
 /* A change of a key parked behind a DLQ entry waits there too, in order. */
-static bool held_by_parked_key(struct pgsink *s, const struct change *c)
+static bool held_by_parked_key(struct pgsink *s, const struct change *c, bool *retrying)
 {
     char reason[32] = "", msg[128];
     bool parked = false;
 
     if (!s->parked_any || c->op == CHANGE_TRUNCATE ||
         parked_lookup(s->st, c->mapping, c->key, &parked, NULL, reason,
-                      sizeof(reason), NULL) != 0 || !parked || strcmp(reason, "dlq") != 0)
+                      sizeof(reason), NULL) != 0 || !parked)
+        return false;
+    *retrying = strcmp(reason, "retrying_parent") == 0;
+    if (strcmp(reason, "waiting_for_parent") == 0) {
+        snprintf(msg, sizeof(msg), "key parked behind an earlier change waiting for its parent");
+        park_change(s, c, msg, true);
+        return true;
+    }
+    if (strcmp(reason, "dlq") != 0)
         return false;
     snprintf(msg, sizeof(msg), "key parked behind an earlier dead-lettered change");
     dead_letter_change(s, c, msg);
@@ -1559,7 +1714,9 @@ static void on_sync(struct pgsink *s)
         /* Transient, but past the retry policy (G8): dead-letter it. */
         data_error = true;
     }
-    if (data_error)
+    if (data_error && strcmp(s->seg_sqlstate, "23503") == 0)
+        wait_for_parent(s, &s->seg_error_entry, s->seg_error);
+    else if (data_error)
         dead_letter(s, &s->seg_error_entry, s->seg_error);
     else
         log_error("pgsink", "target transaction failed; retrying", "endpoint",
@@ -1592,6 +1749,12 @@ static void on_result(struct pgsink *s, struct q_entry *q, PGresult *r)
         snprintf(s->seg_error, sizeof(s->seg_error), "%s",
                  PQresultErrorMessage(r));
         s->seg_error[strcspn(s->seg_error, "\n")] = '\0';
+        if (PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL) != NULL) {
+            /* e.g. which parent key a foreign key misses */
+            size_t n = strlen(s->seg_error);
+            snprintf(s->seg_error + n, sizeof(s->seg_error) - n, " (%s)",
+                     PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL));
+        }
         log_redact(s->seg_error, sizeof(s->seg_error));
         snprintf(s->seg_sqlstate, sizeof(s->seg_sqlstate), "%s",
                  PQresultErrorField(r, PG_DIAG_SQLSTATE) ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : "");
@@ -1785,6 +1948,9 @@ int pgsink_new(struct pgsink **out, uv_loop_t *loop, const struct config *c,
     pgwatch_init(&s->watch, loop, on_io, s);
     uv_timer_init(loop, &s->retry_timer);
     uv_timer_init(loop, &s->feed_timer);
+    uv_timer_init(loop, &s->parent_timer);
+    s->parent_timer.data = s;
+    s->waiting_any = true;      /* find waiting changes left by a previous run */
     s->retry_timer.data = s;
     s->feed_timer.data = s;
     strbuf_init(&s->sql);
@@ -1794,6 +1960,7 @@ int pgsink_new(struct pgsink **out, uv_loop_t *loop, const struct config *c,
 
 int pgsink_start(struct pgsink *s)
 {
+    uv_timer_start(&s->parent_timer, on_parent_timer, 1000, 1000);
     sink_connect(s);
     return 0;
 }
@@ -1855,7 +2022,8 @@ void pgsink_close(struct pgsink *s, void (*done)(void *arg), void *arg)
     sink_disconnect(s);
     s->closed = done;
     s->closed_arg = arg;
-    s->pending_closes = 2;
+    s->pending_closes = 3;
+    uv_close((uv_handle_t *)&s->parent_timer, on_closed);
     uv_close((uv_handle_t *)&s->retry_timer, on_closed);
     uv_close((uv_handle_t *)&s->feed_timer, on_closed);
 }
