@@ -21,6 +21,7 @@
 #include "../state/journal.h"
 #include "../state/shadow.h"
 #include "../state/state.h"
+#include "reconcile_rest.h"
 
 #define RECHECK_ROUNDS 3
 #define SETTLE_MS 1500          /* bound on waiting for capture to pass the
@@ -78,20 +79,47 @@ static const char *value_text(const json_t *v, char **tmp)
     return *tmp ? *tmp : "";
 }
 
-static bool field_equal(const json_t *x, const json_t *y)
+static int bool_text(const char *s)
+{
+    if (strcmp(s, "t") == 0 || strcmp(s, "true") == 0)
+        return 1;
+    if (strcmp(s, "f") == 0 || strcmp(s, "false") == 0)
+        return 0;
+    return -1;
+}
+
+/* Across kinds of endpoint the same value prints differently: a boolean
+ * is "t" in PostgreSQL and true in JSON, a time "2024-01-02 03:04:05+00"
+ * and "2024-01-02T03:04:05Z". */
+static bool loose_equal(const char *a, const char *b)
+{
+    int64_t ta, tb;
+
+    if (a == NULL || b == NULL)
+        return false;
+    if (bool_text(a) >= 0 && bool_text(a) == bool_text(b))
+        return true;
+    return resolve_parse_timestamp(a, &ta) == 0 && resolve_parse_timestamp(b, &tb) == 0 &&
+           ta == tb;
+}
+
+static bool field_equal(const json_t *x, const json_t *y, bool loose)
 {
     char *tx, *ty;
+    const char *a, *b;
     bool eq;
 
     if (x == NULL || y == NULL)
         return x == y;
-    eq = resolve_values_equal(value_text(x, &tx), value_text(y, &ty));
+    a = value_text(x, &tx);
+    b = value_text(y, &ty);
+    eq = resolve_values_equal(a, b) || (loose && loose_equal(a, b));
     free(tx);
     free(ty);
     return eq;
 }
 
-bool rec_fields_equal(const json_t *a, const json_t *b, json_t *diff)
+static bool fields_equal(const json_t *a, const json_t *b, json_t *diff, bool loose)
 {
     char ha[CANON_HASH_HEX + 1], hb[CANON_HASH_HEX + 1];
     const char *k;
@@ -103,7 +131,7 @@ bool rec_fields_equal(const json_t *a, const json_t *b, json_t *diff)
     if (strcmp(ha, hb) == 0)
         return true;
     json_object_foreach((json_t *)a, k, v) {
-        if (!field_equal(v, json_object_get(b, k))) {
+        if (!field_equal(v, json_object_get(b, k), loose)) {
             eq = false;
             if (diff != NULL)
                 json_array_append_new(diff, json_string(k));
@@ -117,6 +145,23 @@ bool rec_fields_equal(const json_t *a, const json_t *b, json_t *diff)
         }
     }
     return eq;
+}
+
+bool rec_fields_equal(const json_t *a, const json_t *b, json_t *diff)
+{
+    return fields_equal(a, b, diff, false);
+}
+
+static bool has_rest_side(const struct cfg_mapping *m)
+{
+    return (m->a.ep != NULL && m->a.ep->kind == CFG_KIND_REST) ||
+           (m->b.ep != NULL && m->b.ep->kind == CFG_KIND_REST);
+}
+
+bool rec_fields_same(const struct cfg_mapping *m, const json_t *a, const json_t *b,
+                     json_t *diff)
+{
+    return fields_equal(a, b, diff, has_rest_side(m));
 }
 
 static int64_t record_version(const struct cfg_mapping *m,
@@ -139,7 +184,7 @@ enum rec_class rec_classify(const struct cfg_mapping *m,
     if (a == NULL && b == NULL)
         return REC_SAME;
     if (a != NULL && b != NULL) {
-        if (rec_fields_equal(a->fields, b->fields, diff))
+        if (rec_fields_same(m, a->fields, b->fields, diff))
             return REC_SAME;
         cls = REC_DIFFERENT;
     } else {
@@ -947,16 +992,17 @@ static void journal_info(struct state *st, const struct cfg_mapping *m,
 
 /* ---- the entry points ---- */
 
-static int open_side(const struct cfg_mapping *m, char side, struct rec_stream *s,
-                     struct err *e)
+static int open_side(const struct config *c, const struct cfg_mapping *m, char side,
+                     struct rec_stream *s, struct err *e)
 {
     const struct cfg_side *sd = side == 'a' ? &m->a : &m->b;
 
     if (sd->ep != NULL && sd->ep->kind == CFG_KIND_POSTGRES)
         return rec_pg_open(s, m, side, e);
-    return err_set(e, -ENOTSUP, "mapping %s: side %c (%s) is a rest endpoint:"
-                   " reconcile reads postgres sides only in this build",
-                   m->name, side, sd->endpoint);
+    if (sd->ep != NULL && sd->ep->kind == CFG_KIND_REST)
+        return rec_rest_open(s, c, m, side, e);
+    return err_set(e, -ENOTSUP, "mapping %s: side %c (%s): no record stream for this"
+                   " kind of endpoint", m->name, side, sd->endpoint);
 }
 
 int reconcile_mapping_opts(const struct config *c, const struct cfg_mapping *m,
@@ -973,7 +1019,7 @@ int reconcile_mapping_opts(const struct config *c, const struct cfg_mapping *m,
     out->mapping = strdup(m->name);
     if (out->mapping == NULL)
         return err_set(e, -ENOMEM, "out of memory");
-    if ((rc = open_side(m, 'a', &a, e)) != 0 || (rc = open_side(m, 'b', &b, e)) != 0)
+    if ((rc = open_side(c, m, 'a', &a, e)) != 0 || (rc = open_side(c, m, 'b', &b, e)) != 0)
         goto out;
     /* Optional: without a state file there is no shadow and no journal. */
     if (state_open(&st, c->state_path, STATE_READONLY, NULL) != 0)

@@ -68,12 +68,11 @@ const char *rec_class_name(enum rec_class c);
  * NULL: then the whole mapping is compared row by row (both sides must
  * name the same bucket_method for buckets to be used).
  *
- * A REST stream (not in this build) would page the resource, or its feed
- * from the beginning, keep the latest non-deleted record per key (key
- * through the key cross-reference, side-a names, canonical values as
- * rf_map_record gives them), spill them to a temporary table and return
- * them in key order, so memory stays bounded; open_side() in reconcile.c
- * is where it plugs in. */
+ * A rest stream (reconcile_rest.h) reads the side's feed from the
+ * beginning, keeps the latest non-deleted record per key (key through the
+ * key cross-reference, side-a names, canonical values as rf_map_record
+ * gives them) in a temporary SQLite table and returns them in key order,
+ * so memory stays bounded; it has no bucket summaries. */
 struct rec_record {
     size_t nkey;
     const char *keyv[REC_KEY_MAX];  /* key column texts, mapping key order */
@@ -142,9 +141,16 @@ int rec_key_cmp(const struct rec_record *a, const struct rec_record *b);
  * the differing fields are appended to the array *diff. */
 bool rec_fields_equal(const json_t *a, const json_t *b, json_t *diff);
 
+/* rec_fields_equal, and for a mapping with a rest side also the same
+ * boolean ("t" and true) or the same instant (PostgreSQL and RFC 3339
+ * text) in both: the forms each kind of endpoint prints. */
+bool rec_fields_same(const struct cfg_mapping *m, const json_t *a,
+                     const json_t *b, json_t *diff);
+
 /* Class of one key: a or b NULL when that side has no record; base the
  * shadow (NULL when none). *stale_side gets 'a'/'b' for REC_STALE, else
- * 0. Versions go through resolve_version (timestamp_field when set). */
+ * 0. Fields compare by rec_fields_same. Versions go through
+ * resolve_version (timestamp_field when set). */
 enum rec_class rec_classify(const struct cfg_mapping *m,
                             const struct rec_record *a,
                             const struct rec_record *b,
@@ -282,11 +288,12 @@ int reconcile_repair(const struct config *c, const struct cfg_mapping *m,
                      struct state *st, const struct reconcile_report *r,
                      struct reconcile_repair_stats *out, struct err *e);
 
-/* Applies committed journal transactions up to upto_seq to the postgres
- * targets among endpoints (names, n of them) with the same writer `run`
- * uses (pgsink), on a private event loop: for when no daemon runs. st
- * must be opened STATE_EXCLUSIVE. Creates an endpoint's replication
- * origin when missing (as `run` would). Returns 0 once nothing up to
+/* Applies committed journal transactions up to upto_seq to the targets
+ * among endpoints (names, n of them) with the writers `run` uses (pgsink
+ * for postgres, restsink with its own transport for rest), on a private
+ * event loop: for when no daemon runs. st must be opened STATE_EXCLUSIVE.
+ * Creates a postgres endpoint's replication origin when missing (as `run`
+ * would). Returns 0 once nothing up to
  * upto_seq is pending for any of them (reconcile_pending), -ETIMEDOUT
  * after timeout_ms, or a negative errno. */
 int reconcile_apply_inline(const struct config *c, struct state *st,

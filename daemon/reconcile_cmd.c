@@ -11,8 +11,8 @@
  * Without a daemon, this command takes the state's lock itself, first
  * applies what the journal already holds for the mapping's targets (when
  * anything differs), then journals the fixes and applies them with the
- * same writer `run` uses (pgsink) on a private loop, so the fix never
- * waits for the next `tandem run`. Either way it compares again and
+ * same writers `run` uses (pgsink, restsink) on a private loop, so the fix
+ * never waits for the next `tandem run`. Either way it compares again and
  * reports what is left. */
 #include <inttypes.h>
 #include <jansson.h>

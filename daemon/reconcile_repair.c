@@ -28,6 +28,8 @@
 #include "../connectors/change.h"
 #include "../connectors/pg/pgconn.h"
 #include "../connectors/pg/pgsink.h"
+#include "../connectors/rest/rest_http.h"
+#include "../connectors/rest/restsink.h"
 #include "../resolver/resolver.h"
 #include "../state/conflicts.h"
 #include "../state/journal.h"
@@ -60,7 +62,8 @@ struct fixer {
 };
 
 /* The version of one side as documented at the top of this file. */
-static int64_t side_version(const struct reconcile_diff *d, char side,
+static int64_t side_version(const struct cfg_mapping *m,
+                            const struct reconcile_diff *d, char side,
                             const json_t *rec, const json_t *other,
                             const struct shadow *sh, const json_t *shfields,
                             int64_t now)
@@ -72,7 +75,7 @@ static int64_t side_version(const struct reconcile_diff *d, char side,
     if (rec != NULL) {
         if (known > 0)
             return known;
-        if (live && rec_fields_equal(rec, shfields, NULL))
+        if (live && rec_fields_same(m, rec, shfields, NULL))
             return shv;
         return now;
     }
@@ -80,7 +83,7 @@ static int64_t side_version(const struct reconcile_diff *d, char side,
         return 0;
     if (sh->tombstone)
         return shv;
-    if (other != NULL && live && rec_fields_equal(other, shfields, NULL))
+    if (other != NULL && live && rec_fields_same(m, other, shfields, NULL))
         return now;
     return shv;
 }
@@ -199,8 +202,8 @@ static int fix_one(struct fixer *f, const struct reconcile_diff *d)
         shf = json_loads(sh.fields, 0, NULL);
     if (have_sh && !sh.tombstone)
         base_text = sh.fields;
-    va = side_version(d, 'a', a, b, have_sh ? &sh : NULL, shf, f->now_us);
-    vb = side_version(d, 'b', b, a, have_sh ? &sh : NULL, shf, f->now_us);
+    va = side_version(m, d, 'a', a, b, have_sh ? &sh : NULL, shf, f->now_us);
+    vb = side_version(m, d, 'b', b, a, have_sh ? &sh : NULL, shf, f->now_us);
     if (m->direction != CFG_DIR_BOTH || d->stale_side) {
         /* Decided by rule, not by the strategy. */
         if (m->direction != CFG_DIR_BOTH)
@@ -308,11 +311,18 @@ int reconcile_repair(const struct config *c, const struct cfg_mapping *m,
 
 /* ---- applying without a daemon ---- */
 
+/* One writer of the private loop: the one `run` uses for the endpoint's
+ * kind (exactly one of the two is set). */
+struct inline_sink {
+    struct pgsink *pg;
+    struct restsink *rest;
+};
+
 struct inline_run {
     uv_loop_t loop;
     uv_timer_t timer;
     struct state *st;
-    struct pgsink *sinks[INLINE_MAX_SINKS];
+    struct inline_sink sinks[INLINE_MAX_SINKS];
     size_t n;
     int64_t upto;
     uint64_t deadline_ms;
@@ -320,6 +330,27 @@ struct inline_run {
     int closing;
     struct err *e;
 };
+
+static void sink_kick(struct inline_sink *s, int64_t durable)
+{
+    if (s->pg != NULL)
+        pgsink_kick(s->pg, durable);
+    else
+        restsink_kick(s->rest, durable);
+}
+
+/* Connected, nothing waiting or running. */
+static bool sink_quiet(const struct inline_sink *s)
+{
+    if (s->pg != NULL)
+        return pgsink_connected(s->pg) && pgsink_idle(s->pg);
+    return restsink_connected(s->rest) && restsink_idle(s->rest);
+}
+
+static const char *sink_endpoint(const struct inline_sink *s)
+{
+    return s->pg != NULL ? pgsink_endpoint(s->pg)->name : restsink_endpoint(s->rest)->name;
+}
 
 static void on_sink_closed(void *arg)
 {
@@ -340,8 +371,12 @@ static void inline_stop(struct inline_run *r)
     uv_close((uv_handle_t *)&r->timer, on_timer_closed);
     for (size_t i = 0; i < r->n; i++) {
         r->closing++;
-        pgsink_close(r->sinks[i], on_sink_closed, r);
-        r->sinks[i] = NULL;
+        if (r->sinks[i].pg != NULL)
+            pgsink_close(r->sinks[i].pg, on_sink_closed, r);
+        else
+            restsink_close(r->sinks[i].rest, on_sink_closed, r);
+        r->sinks[i].pg = NULL;
+        r->sinks[i].rest = NULL;
     }
 }
 
@@ -363,9 +398,9 @@ static void on_inline_tick(uv_timer_t *t)
     for (size_t i = 0; i < r->n; i++) {
         int64_t txns = 0;
 
-        pgsink_kick(r->sinks[i], durable);
-        if (!pgsink_connected(r->sinks[i]) || !pgsink_idle(r->sinks[i]) ||
-            reconcile_pending(r->st, pgsink_endpoint(r->sinks[i])->name, r->upto,
+        sink_kick(&r->sinks[i], durable);
+        if (!sink_quiet(&r->sinks[i]) ||
+            reconcile_pending(r->st, sink_endpoint(&r->sinks[i]), r->upto,
                               &txns, NULL, NULL) != 0 || txns > 0)
             all = false;
     }
@@ -405,12 +440,43 @@ static int ensure_origin(const struct cfg_endpoint *ep, struct err *e)
     return rc;
 }
 
+/* A rest endpoint's writer with its own transport on the private loop
+ * (the writer holds the only reference, so closing it closes both). */
+static int open_rest_sink(struct inline_run *r, const struct config *c,
+                          const struct cfg_endpoint *ep, struct err *e)
+{
+    struct restsink_hooks hooks = { .arg = NULL };
+    struct rest_http *http = NULL;
+    int rc;
+
+    if ((rc = rest_http_new(&http, &r->loop, ep, e)) != 0)
+        return rc;
+    rc = restsink_new(&r->sinks[r->n].rest, &r->loop, c, ep, r->st, http, &hooks, e);
+    rest_http_unref(http);
+    if (rc != 0)
+        return rc;
+    restsink_start(r->sinks[r->n++].rest);
+    return 0;
+}
+
+static int open_pg_sink(struct inline_run *r, const struct config *c,
+                        const struct cfg_endpoint *ep, struct err *e)
+{
+    struct pgsink_hooks hooks = { .arg = NULL };
+    int rc;
+
+    if ((rc = ensure_origin(ep, e)) != 0 ||
+        (rc = pgsink_new(&r->sinks[r->n].pg, &r->loop, c, ep, r->st, &hooks, e)) != 0)
+        return rc;
+    pgsink_start(r->sinks[r->n++].pg);
+    return 0;
+}
+
 int reconcile_apply_inline(const struct config *c, struct state *st,
                            const char *const *endpoints, size_t n,
                            int64_t upto_seq, int timeout_ms, struct err *e)
 {
     struct inline_run *r = calloc(1, sizeof(*r));
-    struct pgsink_hooks hooks = { .arg = NULL };
     int rc = 0;
 
     if (r == NULL)
@@ -426,7 +492,7 @@ int reconcile_apply_inline(const struct config *c, struct state *st,
         free(r);
         return err_set(e, -EIO, "cannot start an event loop");
     }
-    for (size_t i = 0; i < n && r->n < INLINE_MAX_SINKS; i++) {
+    for (size_t i = 0; i < n && r->n < INLINE_MAX_SINKS && rc == 0; i++) {
         const struct cfg_endpoint *ep = config_endpoint(c, endpoints[i]);
         bool dup = false;
 
@@ -434,22 +500,13 @@ int reconcile_apply_inline(const struct config *c, struct state *st,
             dup = dup || strcmp(endpoints[j], endpoints[i]) == 0;
         if (ep == NULL || dup)
             continue;
-        if (ep->kind != CFG_KIND_POSTGRES) {
-            rc = err_set(e, -ENOTSUP, "endpoint %s is not postgres: its fixes"
-                         " apply when tandem runs", ep->name);
-            continue;
-        }
-        if (ensure_origin(ep, e) != 0 ||
-            pgsink_new(&r->sinks[r->n], &r->loop, c, ep, st, &hooks, e) != 0) {
-            rc = -EIO;
-            break;
-        }
-        pgsink_start(r->sinks[r->n++]);
+        rc = ep->kind == CFG_KIND_POSTGRES ? open_pg_sink(r, c, ep, e)
+                                           : open_rest_sink(r, c, ep, e);
     }
     uv_timer_init(&r->loop, &r->timer);
     r->timer.data = r;
     r->deadline_ms = uv_now(&r->loop) + (uint64_t)timeout_ms;
-    if (rc != 0 && rc != -ENOTSUP)
+    if (rc != 0)
         inline_stop(r);
     else
         uv_timer_start(&r->timer, on_inline_tick, INLINE_TICK_MS, INLINE_TICK_MS);
