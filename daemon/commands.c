@@ -11,6 +11,7 @@
 #include "../state/state.h"
 #include "config.h"
 #include "daemon.h"
+#include "deps.h"
 #include "log.h"
 #include "status.h"
 
@@ -40,6 +41,41 @@ int cmd_version(struct cli_opts *o)
     return EXIT_OK;
 }
 
+/* Foreign keys between the mapped tables of each reachable postgres
+ * endpoint count as declared dependencies: a cycle through them is a
+ * config error (exit 2). Unreachable endpoints are left to the caller. */
+static bool discovered_cycle(struct config *c, const char *path)
+{
+    struct dep_edge *edges = NULL;
+    size_t n = 0;
+    char text[512];
+    bool cycle;
+
+    for (size_t i = 0; i < c->nendpoints; i++) {
+        struct cfg_endpoint *ep = &c->endpoints[i];
+        struct err e = { 0 };
+        PGconn *conn;
+
+        if (ep->kind != CFG_KIND_POSTGRES || !pgadmin_is_target(c, ep))
+            continue;
+        if ((conn = pgconn_connect(ep, false, &e)) == NULL)
+            continue;
+        if (deps_discover(conn, c, ep, &edges, &n, &e) != 0)
+            log_warn("config", "cannot read foreign keys; dependency cycles through them"
+                     " are not checked", "endpoint", ep->name, "err", e.msg);
+        PQfinish(conn);
+    }
+    cycle = deps_cycle_text(c, edges, n, text, sizeof(text));
+    free(edges);
+    if (cycle) {
+        fprintf(stderr, "tandem: config %s: dependency cycle (declared depends_on plus"
+                " foreign keys of the peers): %s; break it in depends_on or the schema\n",
+                path, text);
+        log_error("config", "dependency cycle through foreign keys", "cycle", text);
+    }
+    return cycle;
+}
+
 int cmd_run(struct cli_opts *o)
 {
     struct config *c;
@@ -48,6 +84,10 @@ int cmd_run(struct cli_opts *o)
 
     if (rc != 0)
         return rc;
+    if (discovered_cycle(c, o->config)) {
+        config_free(c);
+        return EXIT_USAGE;
+    }
     rc = daemon_run(c, &e);
     if (rc != 0) {
         log_redact(e.msg, sizeof(e.msg));
@@ -183,6 +223,10 @@ int cmd_check(struct cli_opts *o)
 
     if (rc != 0)
         return rc;
+    if (discovered_cycle(c, o->config)) {
+        config_free(c);
+        return EXIT_USAGE;
+    }
     printf("ok   config %s\n", o->config);
     unmet = for_each_pg(c, check_one, &unreachable);
     unmet += check_rest(c, &unreachable);

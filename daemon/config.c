@@ -45,6 +45,8 @@
 #include <arpa/inet.h>
 #include <jansson.h>
 
+#include "deps.h"
+
 #define CFG_PATH_MAX 512
 #define CFG_LINE_MAX 1024
 #define CFG_FILE_MAX (4 << 20)          /* a config file */
@@ -2033,64 +2035,52 @@ static void cfg_check_deps(struct cfg_ctx *x, struct config *c)
     }
 }
 
-/* Reports the cycle stk[0..n) closed by edge k of its last mapping. */
-static void cfg_report_cycle(struct cfg_ctx *x, struct config *c,
-                             const size_t *stk, size_t n, size_t k)
+struct cfg_cycles {
+    struct cfg_ctx *x;
+    struct config *c;
+};
+
+/* Reports a cycle at the edge that closes it (from its last mapping back
+ * to its first). */
+static void cfg_report_cycle(const size_t *cycle, size_t len, void *arg)
 {
+    struct cfg_cycles *cc = arg;
+    struct config *c = cc->c;
+    const struct cfg_mapping *last = &c->mappings[cycle[len - 1]];
     char text[CFG_LINE_MAX / 2], p[CFG_PATH_MAX];
-    size_t len = 0;
+    size_t used = 0, k;
 
-    for (size_t i = 0; i <= n && len < sizeof(text); i++) {
-        const char *name = c->mappings[stk[i % n]].name;
+    for (size_t i = 0; i <= len && used < sizeof(text); i++) {
+        const char *name = c->mappings[cycle[i % len]].name;
 
-        len += (size_t)cfg_fmt(text + len, sizeof(text) - len, "%s%s",
+        used += (size_t)cfg_fmt(text + used, sizeof(text) - used, "%s%s",
                                 i ? " -> " : "", name ? name : "?");
     }
-    cfg_fmt(p, sizeof(p), "$.mappings[%zu].depends_on[%zu]", stk[n - 1], k);
-    cfg_bad(x, p, "dependency cycle: %s", text);
+    for (k = 0; k < last->ndepends_on; k++)
+        if (last->depends_on[k].parent == &c->mappings[cycle[0]])
+            break;
+    cfg_fmt(p, sizeof(p), "$.mappings[%zu].depends_on[%zu]", cycle[len - 1], k);
+    cfg_bad(cc->x, p, "dependency cycle: %s", text);
 }
 
-/* Iterative depth-first search: configs come from fuzzers too. */
 static void cfg_check_cycles(struct cfg_ctx *x, struct config *c)
 {
-    size_t n = c->nmappings, sp;
-    unsigned char *color = cfg_calloc(x, n, 1);     /* 0 new, 1 open, 2 done */
-    size_t *stk = cfg_calloc(x, n, sizeof(size_t));
-    size_t *edge = cfg_calloc(x, n, sizeof(size_t));
-    size_t *pos = cfg_calloc(x, n, sizeof(size_t));
+    size_t ne = 0, k = 0;
+    struct dep_edge *edges;
+    struct cfg_cycles cc = { x, c };
 
-    for (size_t root = 0; !x->oom && root < n; root++) {
-        if (color[root] != 0)
-            continue;
-        color[root] = 1;
-        stk[0] = root;
-        edge[0] = pos[root] = 0;
-        for (sp = 1; sp > 0;) {
-            struct cfg_mapping *m = &c->mappings[stk[sp - 1]];
-            size_t k = edge[sp - 1], w;
-
-            if (k == m->ndepends_on) {
-                color[stk[--sp]] = 2;
-                continue;
-            }
-            edge[sp - 1]++;
-            if (m->depends_on[k].parent == NULL)
-                continue;
-            w = (size_t)(m->depends_on[k].parent - c->mappings);
-            if (color[w] == 1)
-                cfg_report_cycle(x, c, stk + pos[w], sp - pos[w], k);
-            else if (color[w] == 0) {
-                color[w] = 1;
-                pos[w] = sp;
-                stk[sp] = w;
-                edge[sp++] = 0;
-            }
-        }
-    }
-    free(color);
-    free(stk);
-    free(edge);
-    free(pos);
+    for (size_t i = 0; i < c->nmappings; i++)
+        ne += c->mappings[i].ndepends_on;
+    if ((edges = cfg_calloc(x, ne ? ne : 1, sizeof(*edges))) == NULL)
+        return;
+    for (size_t i = 0; i < c->nmappings; i++)
+        for (size_t j = 0; j < c->mappings[i].ndepends_on; j++)
+            if (c->mappings[i].depends_on[j].parent != NULL)
+                edges[k++] = (struct dep_edge){ i, (size_t)(c->mappings[i].depends_on[j].parent -
+                                                            c->mappings) };
+    if (deps_cycles(c->nmappings, edges, k, true, cfg_report_cycle, &cc) < 0)
+        x->oom = true;
+    free(edges);
 }
 
 static void cfg_check_reconcile(struct cfg_ctx *x, struct config *c)

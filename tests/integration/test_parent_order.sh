@@ -82,4 +82,16 @@ expect_eq "it never reached PostgreSQL" 0 "$(count invoices 'where id = 99')"
 kill -TERM $TANDEM_PID
 set +e; wait $TANDEM_PID; rc=$?; set -e
 expect_eq "clean stop" 0 $rc
+
+# A cycle through a foreign key: customers declared to wait for invoices,
+# while the peer's foreign key makes invoices wait for customers.
+sed -e 's|"direction": "b_to_a" },|"direction": "b_to_a", "depends_on": [ { "mapping": "invoices", "fields": { "id": "id" } } ] },|' \
+    -e '/"mapping": "customers", "fields": { "customer_id": "id" }/d' \
+    -e 's|"dependency_wait_s": 4,|"dependency_wait_s": 4 } ] }|' "$WORK/cfg.json" >"$WORK/cycle.json"
+check "the variant declares only customers -> invoices" bash -c "grep -c depends_on '$WORK/cycle.json' | grep -qx 1"
+set +e; "$TANDEM" check -c "$WORK/cycle.json" >"$WORK/check.out" 2>&1; rc=$?; set -e
+expect_eq "check exits 2 on a cycle through a foreign key" 2 $rc
+check "check names the cycle" grep -q "dependency cycle.*customers -> invoices -> customers\|dependency cycle.*invoices -> customers -> invoices" "$WORK/check.out"
+set +e; timeout 20 "$TANDEM" run -c "$WORK/cycle.json" >"$WORK/run.out" 2>&1; rc=$?; set -e
+expect_eq "run exits 2 on it too" 2 $rc
 finish
