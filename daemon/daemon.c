@@ -452,19 +452,29 @@ static void on_rsink_conn(void *arg, struct restsink *s, bool up)
     update_health(arg);
 }
 
+static void on_rsink_canary(void *arg, struct restsink *s, const char *mapping,
+                            const char *key)
+{
+    struct daemon *d = arg;
+
+    if (canaries_is_canary(config_mapping(d->cfg, mapping), key))
+        canaries_seen(d->canaries, mapping, restsink_endpoint(s)->name);
+}
+
 /* A rest endpoint: its poller and writer share one transport, so the
  * endpoint's request limits hold for both; the poller asks the writer
  * about writes under way (echoes) and creates awaiting their ids. */
 static int start_rest_endpoint(struct daemon *d, struct endpoint_rt *r, struct err *e)
 {
     struct restsrc_hooks sh = { on_rsrc_batch, on_rsrc_conn, d };
-    struct restsink_hooks kh = { on_rsink_applied, on_rsink_conn, d };
+    struct restsink_hooks kh = { on_rsink_applied, on_rsink_conn, on_rsink_canary, d };
     struct rest_http *http = NULL;
     int rc;
 
     if ((rc = rest_http_new(&http, &d->loop, r->ep, e)) != 0)
         return rc;
     r->setup_done = true;
+    canaries_attach_rest(d->canaries, r->ep, http);
     if (pgadmin_is_target(d->cfg, r->ep) &&
         (rc = restsink_new(&r->rsink, &d->loop, d->cfg, r->ep, d->st, http, &kh, e)) != 0)
         goto out;

@@ -709,8 +709,14 @@ static void save_shadow(struct op *op, int64_t target_version)
 
 static void succeed(struct op *op, int64_t target_version)
 {
+    struct restsink *s = op->s;
+    bool del = op->write ? op->write_delete : op->kind == CHANGE_DELETE;
+
     save_shadow(op, target_version);
-    op->s->stats.applied++;
+    s->stats.applied++;
+    /* Arrival of a canary (SPEC §4 canary): its delete is only cleanup. */
+    if (op->m->canary_enabled && !del && s->hooks.on_canary_candidate)
+        s->hooks.on_canary_candidate(s->hooks.arg, s, op->mapping, op->key);
     op_done(op);
 }
 

@@ -78,6 +78,12 @@ struct restsink_hooks {
     void (*on_applied)(void *arg, struct restsink *s, int64_t applied_seq);
     /* The endpoint answers (true) or stopped answering (false). */
     void (*on_connection)(void *arg, struct restsink *s, bool up);
+    /* A change of a mapping with canaries now stands in the target (it
+     * was written, or found already there), and it is not a delete; key
+     * is the canonical key. The owner tells canary records apart
+     * (daemon/canaries.h). May be NULL. */
+    void (*on_canary_candidate)(void *arg, struct restsink *s, const char *mapping,
+                                const char *key);
     void *arg;
 };
 

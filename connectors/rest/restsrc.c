@@ -242,7 +242,11 @@ static int translate_key(struct feed *f, struct rf_record *r, struct err *e)
 
 /* 1: r is an echo of tandem's write (its version saved), 2: r is older than
  * what the shadow already holds for this side (G5: a page read before a
- * write of ours came back after it), 0: a change, <0: error. */
+ * write of ours came back after it), 0: a change, <0: error. A canary
+ * record tandem writes here itself must travel on: daemon/canaries.c only
+ * writes one on a key whose shadow is absent or a tombstone (the last one was
+ * deleted on both sides) and not through the writer, so neither rule
+ * below takes it for an echo. */
 static int echo_check(struct feed *f, const struct rf_record *r, bool *had_shadow,
                       bool *tombstone, struct err *e)
 {

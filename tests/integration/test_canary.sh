@@ -17,7 +17,8 @@ wait_for "tandem ready" 30 grep -q '"msg":"ready' "$WORK/tandem.log"
 
 canaries_seen() { # N: histogram count at least N
   local n
-  n=$(curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | sed -n 's/^tandem_canary_latency_seconds_count \([0-9]*\).*/\1/p')
+  n=$(curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" |
+      sed -n 's/^tandem_canary_latency_seconds_count{.*} \([0-9]*\).*/\1/p' | awk '{ s += $1 } END { print s + 0 }')
   [ "${n:-0}" -ge "$1" ]
 }
 check "canaries arrive and are timed" wait_for "4 canaries" 30 canaries_seen 4
