@@ -2,6 +2,8 @@
  * value equality, timestamp parsing and staleness (G5). */
 #include "resolver_int.h"
 
+#include "../state/conflicts.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -616,4 +618,34 @@ void resolve_result_clear(struct resolve_result *r)
     json_decref(r->fields);
     json_decref(r->explain);
     memset(r, 0, sizeof(*r));
+}
+
+/* ---- the conflict log ---- */
+
+int resolve_log_conflict(struct state *st, const struct resolve_log *l,
+                         const struct resolve_result *res, struct err *e)
+{
+    char *result = res->fields ? json_dumps(res->fields, JSON_COMPACT) : NULL;
+    char *decisions = res->explain ? json_dumps(res->explain, JSON_COMPACT) : NULL;
+    struct conflict c = { 0 };
+    int rc;
+
+    c.mapping = l->m->name;
+    c.key = l->key;
+    c.strategy = config_strategy_name(l->m->strategy);
+    c.base = l->base;
+    c.side_a = l->side_a;
+    c.side_b = l->side_b;
+    c.open = res->outcome == RESOLVE_PARK;
+    c.result = c.open ? NULL : result ? result : "null";
+    c.rule = res->detail[0] ? res->detail : res->rule;
+    c.version_a_us = l->version_a_us;
+    c.version_b_us = l->version_b_us;
+    c.decisions = decisions;
+    rc = state_begin(st, e);
+    if (rc == 0)
+        rc = conflict_record(st, &c, e);
+    free(result);
+    free(decisions);
+    return rc;
 }

@@ -112,6 +112,22 @@ int resolve(const struct cfg_mapping *m, const struct resolver_plugin *plugin,
             const struct resolve_side *a, const struct resolve_side *b,
             struct resolve_result *out);
 
+/* A decided (or parked) conflict for the conflict log. JSON texts; NULL
+ * where a side is deleted or there is no base. */
+struct resolve_log {
+    const struct cfg_mapping *m;
+    const char *key;
+    const char *base, *side_a, *side_b;
+    int64_t version_a_us, version_b_us;
+};
+
+/* Records res in the conflict log (state/conflicts.h) with its result,
+ * rule and per-field decisions; open when parked. Starts the state
+ * transaction when none is open. Returns 0 or a negative errno. */
+struct state;
+int resolve_log_conflict(struct state *st, const struct resolve_log *l,
+                         const struct resolve_result *res, struct err *e);
+
 /* Frees what r owns and zeroes it; r may be NULL. */
 void resolve_result_clear(struct resolve_result *r);
 

@@ -1174,32 +1174,20 @@ static void record_resolved(struct pgsink *s, const struct q_entry *q,
 {
     const struct cfg_mapping *m = config_mapping(s->cfg, q->mapping);
     bool target_a = m->a.ep == s->ep;
-    char *result = res->fields ? json_dumps(res->fields, JSON_COMPACT) : NULL;
-    char *decisions = res->explain ? json_dumps(res->explain, JSON_COMPACT) : NULL;
     const char *incoming = q->op == 'D' ? NULL : q->incoming;
-    struct conflict c = { 0 };
+    struct resolve_log l = { m, q->key, q->base, target_a ? cur_row : incoming,
+                             target_a ? incoming : cur_row,
+                             target_a ? target_us : q->version_us,
+                             target_a ? q->version_us : target_us };
 
-    c.mapping = q->mapping;
-    c.key = q->key;
-    c.strategy = config_strategy_name(m->strategy);
-    c.base = q->base;
-    c.side_a = target_a ? cur_row : incoming;
-    c.side_b = target_a ? incoming : cur_row;
-    c.open = res->outcome == RESOLVE_PARK;
-    c.result = c.open ? NULL : result ? result : "null";
-    c.rule = res->detail[0] ? res->detail : res->rule;
-    c.version_a_us = target_a ? target_us : q->version_us;
-    c.version_b_us = target_a ? q->version_us : target_us;
-    c.decisions = decisions;
-    if (state_begin(s->st, NULL) != 0 || conflict_record(s->st, &c, NULL) != 0)
+    if (resolve_log_conflict(s->st, &l, res, NULL) != 0)
         log_error("pgsink", "cannot record a conflict", "endpoint", s->ep->name,
                   "mapping", q->mapping, "key", q->key);
-    log_warn("pgsink", c.open ? "conflict parked until an operator decides"
-             : "conflict decided", "endpoint", s->ep->name, "mapping", q->mapping,
-             "key", q->key, "strategy", c.strategy, "rule", c.rule);
+    log_warn("pgsink", res->outcome == RESOLVE_PARK ? "conflict parked until an operator"
+             " decides" : "conflict decided", "endpoint", s->ep->name, "mapping", q->mapping,
+             "key", q->key, "strategy", config_strategy_name(m->strategy), "rule",
+             res->detail[0] ? res->detail : res->rule);
     s->stats.conflicts++;
-    free(result);
-    free(decisions);
 }
 
 /* The shadow takes the decided record: it is what both sides agree on. */

@@ -47,7 +47,11 @@ struct op {
     enum phase phase;
     struct shadow old;
     bool had_old;
-    json_t *base;               /* the shadow's fields unless a tombstone */
+    json_t *base;               /* what the target must still hold for a
+                                 * clean write: the source's before-image
+                                 * when the change has one, else the
+                                 * shadow's fields unless a tombstone */
+    json_t *before;             /* the change's old_fields, or NULL */
     json_t *merged;             /* the record after this change */
     json_t *write;              /* a resolved conflict: what the target gets
                                  * (NULL: merged, or the delete) */
@@ -174,6 +178,7 @@ static void op_free(struct op *op)
     json_decref(op->fields);
     shadow_clear(&op->old);
     json_decref(op->base);
+    json_decref(op->before);
     json_decref(op->merged);
     json_decref(op->write);
     free(op->id);
@@ -773,33 +778,25 @@ static void record_conflict(struct op *op, const struct rf_record *rec,
                             const struct resolve_result *res)
 {
     struct restsink *s = op->s;
-    struct conflict c = { 0 };
     char *cur = rec ? json_dumps(rec->fields, JSON_COMPACT) : NULL;
-    char *result = res->fields ? json_dumps(res->fields, JSON_COMPACT) : NULL;
+    char *base = op->base ? json_dumps(op->base, JSON_COMPACT) : NULL;
     const char *incoming = op->kind == CHANGE_DELETE ? NULL : op->fields_text;
     bool target_b = op->t == &op->m->b;
     int64_t tv = rec ? rec->version_us : 0;
+    struct resolve_log l = { op->m, op->key, base, target_b ? incoming : cur,
+                             target_b ? cur : incoming, target_b ? op->version_us : tv,
+                             target_b ? tv : op->version_us };
 
-    c.mapping = op->mapping;
-    c.key = op->key;
-    c.strategy = config_strategy_name(op->m->strategy);
-    c.base = op->had_old && !op->old.tombstone ? op->old.fields : NULL;
-    c.side_a = target_b ? incoming : cur;
-    c.side_b = target_b ? cur : incoming;
-    c.open = res->outcome == RESOLVE_PARK;
-    c.result = c.open ? NULL : result ? result : "null";
-    c.rule = res->detail[0] ? res->detail : res->rule;
-    c.version_a_us = target_b ? op->version_us : tv;
-    c.version_b_us = target_b ? tv : op->version_us;
-    if (state_begin(s->st, NULL) != 0 || conflict_record(s->st, &c, NULL) != 0)
+    if (resolve_log_conflict(s->st, &l, res, NULL) != 0)
         log_error("restsink", "cannot record a conflict", "endpoint", s->ep->name,
                   "mapping", op->mapping, "key", op->key);
-    log_warn("restsink", c.open ? "conflict parked until an operator decides"
-             : "conflict decided", "endpoint", s->ep->name, "mapping", op->mapping,
-             "key", op->key, "strategy", c.strategy, "rule", c.rule);
+    log_warn("restsink", res->outcome == RESOLVE_PARK ? "conflict parked until an operator"
+             " decides" : "conflict decided", "endpoint", s->ep->name, "mapping", op->mapping,
+             "key", op->key, "strategy", config_strategy_name(op->m->strategy), "rule",
+             res->detail[0] ? res->detail : res->rule);
     s->stats.conflicts++;
     free(cur);
-    free(result);
+    free(base);
 }
 
 static const struct resolver_plugin *plugin_for(struct restsink *s,
@@ -1308,6 +1305,11 @@ static void start_op(struct op *op)
             op_done(op);
             return;
         case RESOLVE_FRESH_ECHO: {
+            /* With a before-image the source changed something, and the
+             * shadow may only say what the other direction wrote to the
+             * source: read the target and compare instead. */
+            if (json_is_object(op->before))
+                break;
             /* Same state, newer version: only the shadow's version moves. */
             struct shadow sh = op->old;
             if (from_a)
@@ -1323,6 +1325,12 @@ static void start_op(struct op *op)
         default:
             break;
         }
+    }
+    if (json_is_object(op->before) && op->base != NULL) {
+        /* The state the source changed is a truer base than the shadow,
+         * which may already hold what the other direction wrote. */
+        json_decref(op->base);
+        op->base = json_incref(op->before);
     }
     if (op->kind == CHANGE_DELETE) {
         op->merged = op->base ? json_deep_copy(op->base) : json_deep_copy(op->fields);
@@ -1465,6 +1473,8 @@ static int on_change(const struct change *c, void *arg)
     op->source = strdup(c->endpoint);
     op->fields_text = strdup(c->fields ? c->fields : "{}");
     op->fields = json_loads(op->fields_text ? op->fields_text : "{}", 0, NULL);
+    if (c->old_fields != NULL && c->op != CHANGE_INSERT)
+        op->before = json_loads(c->old_fields, 0, NULL);
     if (op->mapping == NULL || op->key == NULL || op->source == NULL ||
         op->fields_text == NULL || !json_is_object(op->fields)) {
         op_free(op);

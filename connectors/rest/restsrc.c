@@ -247,8 +247,11 @@ static int translate_key(struct feed *f, struct rf_record *r, struct err *e)
  * writes one on a key whose shadow is absent or a tombstone (the last one was
  * deleted on both sides) and not through the writer, so neither rule
  * below takes it for an echo. */
+/* For a change, *agreed gets the shadow's record (the last state both
+ * sides agreed on: what this change was made over, as far as tandem
+ * knows), or NULL. */
 static int echo_check(struct feed *f, const struct rf_record *r, bool *had_shadow,
-                      bool *tombstone, struct err *e)
+                      bool *tombstone, char **agreed, struct err *e)
 {
     struct restsrc *p = f->src;
     struct shadow sh = { 0 };
@@ -282,6 +285,8 @@ static int echo_check(struct feed *f, const struct rf_record *r, bool *had_shado
             json_decref(want);
         }
     }
+    if (!echo && !sh.tombstone && sh.fields != NULL)
+        *agreed = strdup(sh.fields);
     if (echo && r->version_us != 0) {
         if (f->sd == &f->m->a)
             sh.version_a_us = r->version_us;
@@ -299,7 +304,7 @@ static int handle_record(struct feed *f, struct rf_record *r, int64_t *txn,
     struct restsrc *p = f->src;
     struct change c = { 0 };
     bool had, tomb;
-    char *fields;
+    char *fields, *agreed = NULL;
     int rc;
 
     if (r->error != NULL)
@@ -308,27 +313,29 @@ static int handle_record(struct feed *f, struct rf_record *r, int64_t *txn,
         return rc;
     if (kinds_learn(kinds_of(p, f->m), r))
         *kinds_changed = true;
-    rc = echo_check(f, r, &had, &tomb, e);
-    if (rc < 0)
-        return rc;
-    if (rc == 1) {
-        p->stats.echo_suppressed++;
-        return 0;
+    rc = echo_check(f, r, &had, &tomb, &agreed, e);
+    if (rc != 0 || (r->deleted && f->m->deletes == CFG_DEL_IGNORE)) {
+        if (rc == 1)
+            p->stats.echo_suppressed++;
+        else if (rc == 2)
+            p->stats.stale_dropped++;
+        free(agreed);
+        return rc < 0 ? rc : 0;
     }
-    if (rc == 2) {
-        p->stats.stale_dropped++;
-        return 0;
-    }
-    if (r->deleted && f->m->deletes == CFG_DEL_IGNORE)
-        return 0;
     fields = json_dumps(r->fields, JSON_COMPACT);
-    if (fields == NULL)
+    if (fields == NULL) {
+        free(agreed);
         return err_set(e, -ENOMEM, "out of memory");
+    }
     c.endpoint = p->ep->name;
     c.mapping = f->m->name;
     c.op = r->deleted ? CHANGE_DELETE : (had && !tomb ? CHANGE_UPDATE : CHANGE_INSERT);
     c.key = r->key;
     c.fields = fields;
+    /* A feed has no before-image; the agreed record at capture time is the
+     * base a writer checks its target against (the shadow at apply time
+     * may already hold what the other direction wrote meanwhile). */
+    c.old_fields = c.op == CHANGE_INSERT ? NULL : agreed;
     c.version_us = r->version_us ? r->version_us : now;
     rc = 0;
     if (*txn == 0)
@@ -336,6 +343,7 @@ static int handle_record(struct feed *f, struct rf_record *r, int64_t *txn,
     if (rc == 0)
         rc = journal_append(p->st, *txn, &c, e);
     free(fields);
+    free(agreed);
     if (rc == 0) {
         p->stats.captured++;
         p->open_changes++;
