@@ -8,6 +8,7 @@
 #include "../connectors/pg/pgadmin.h"
 #include "../connectors/pg/pgconn.h"
 #include "../connectors/rest/rest_http.h"
+#include "../resolver/resolver.h"
 #include "../state/state.h"
 #include "config.h"
 #include "daemon.h"
@@ -76,6 +77,29 @@ static bool discovered_cycle(struct config *c, const char *path)
     return cycle;
 }
 
+/* A plugin that cannot be loaded (bad path, missing symbol, other ABI
+ * version) is a config error at start, not at the first conflict. */
+static bool plugins_load(const struct config *c, const char *path)
+{
+    bool ok = true;
+
+    for (size_t i = 0; i < c->nmappings; i++) {
+        const struct cfg_mapping *m = &c->mappings[i];
+        struct resolver_plugin *p = NULL;
+        struct err e = { 0 };
+
+        if (m->strategy != CFG_STRAT_PLUGIN)
+            continue;
+        if (resolver_plugin_load(m->plugin, &p, &e) != 0) {
+            fprintf(stderr, "tandem: config %s is invalid:\n$.mappings[%zu].conflict.plugin: %s\n",
+                    path, i, e.msg);
+            ok = false;
+        }
+        resolver_plugin_free(p);
+    }
+    return ok;
+}
+
 int cmd_run(struct cli_opts *o)
 {
     struct config *c;
@@ -84,7 +108,7 @@ int cmd_run(struct cli_opts *o)
 
     if (rc != 0)
         return rc;
-    if (discovered_cycle(c, o->config)) {
+    if (!plugins_load(c, o->config) || discovered_cycle(c, o->config)) {
         config_free(c);
         return EXIT_USAGE;
     }
@@ -223,7 +247,7 @@ int cmd_check(struct cli_opts *o)
 
     if (rc != 0)
         return rc;
-    if (discovered_cycle(c, o->config)) {
+    if (!plugins_load(c, o->config) || discovered_cycle(c, o->config)) {
         config_free(c);
         return EXIT_USAGE;
     }

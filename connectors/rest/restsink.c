@@ -76,11 +76,6 @@ struct held_key {
     char *mapping, *key;
 };
 
-struct plugin_slot {
-    const struct cfg_mapping *m;
-    struct resolver_plugin *p;
-};
-
 struct restsink {
     uv_loop_t *loop;
     const struct config *cfg;
@@ -109,8 +104,7 @@ struct restsink {
     uint64_t *tickets;
     size_t ntickets;
     json_t *kinds;              /* {mapping: {side-a field: kind}} */
-    struct plugin_slot *plugins;    /* loaded on first use */
-    size_t nplugins;
+    struct resolver_plugin_cache *plugins;  /* loaded on first use */
     char instance[40];
     uint64_t rng;
     struct strbuf url, body, q;
@@ -799,27 +793,6 @@ static void record_conflict(struct op *op, const struct rf_record *rec,
     free(base);
 }
 
-static const struct resolver_plugin *plugin_for(struct restsink *s,
-                                                const struct cfg_mapping *m,
-                                                struct err *e)
-{
-    struct plugin_slot *n;
-
-    for (size_t i = 0; i < s->nplugins; i++)
-        if (s->plugins[i].m == m)
-            return s->plugins[i].p;
-    n = realloc(s->plugins, (s->nplugins + 1) * sizeof(*n));
-    if (n == NULL) {
-        err_set(e, -ENOMEM, "out of memory");
-        return NULL;
-    }
-    s->plugins = n;
-    n[s->nplugins].m = m;
-    if (resolver_plugin_load(m->plugin, &n[s->nplugins].p, e) != 0)
-        return NULL;
-    return n[s->nplugins++].p;
-}
-
 static void go(struct op *op, enum phase ph)
 {
     op->phase = ph;
@@ -858,7 +831,7 @@ static void resolve_conflict(struct op *op, const struct rf_record *rec)
     struct err e = { 0 };
     char why[RESOLVE_DETAIL_MAX + 64];
 
-    if (op->m->strategy == CFG_STRAT_PLUGIN && (pl = plugin_for(s, op->m, &e)) == NULL) {
+    if (op->m->strategy == CFG_STRAT_PLUGIN && (pl = resolver_plugin_for(&s->plugins, op->m, &e)) == NULL) {
         snprintf(why, sizeof(why), "conflict resolver plugin: %.400s", e.msg);
         dead_letter(op, why, false);
         return;
@@ -1731,9 +1704,7 @@ static void on_closed(uv_handle_t *h)
         s->wlen--;
     }
     clear_held(s);
-    for (size_t i = 0; i < s->nplugins; i++)
-        resolver_plugin_free(s->plugins[i].p);
-    free(s->plugins);
+    resolver_plugin_cache_free(s->plugins);
     free(s->tickets);
     json_decref(s->kinds);
     strbuf_free(&s->url);

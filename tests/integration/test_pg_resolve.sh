@@ -77,4 +77,16 @@ expect_eq "nothing dead-lettered" 0 "$(sq "select count(*) from dlq")"
 kill -TERM $TANDEM_PID
 set +e; wait $TANDEM_PID; rc=$?; set -e
 expect_eq "clean stop" 0 $rc
+
+# A plugin that cannot be used is a config error at start (exit 2).
+for bad in "$WORK/no-such-resolver.so" "$(dirname "$PLUGIN_EXAMPLE")/abi_mismatch_resolver.so"; do
+  sed "s|$PLUGIN_EXAMPLE|$bad|" "$WORK/cfg.json" >"$WORK/bad.json"
+  set +e; "$TANDEM" check -c "$WORK/bad.json" >"$WORK/bad.out" 2>&1; rc=$?; set -e
+  expect_eq "check exits 2 for plugin $(basename "$bad")" 2 $rc
+  check "the message names the plugin setting and the file" \
+    grep -q "conflict.plugin: .*$(basename "$bad")" "$WORK/bad.out"
+  set +e; "$TANDEM" run -c "$WORK/bad.json" >"$WORK/bad.out" 2>&1; rc=$?; set -e
+  expect_eq "run exits 2 for plugin $(basename "$bad")" 2 $rc
+done
+check "an ABI mismatch is named as such" grep -qi "abi" "$WORK/bad.out"
 finish
