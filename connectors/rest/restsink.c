@@ -19,6 +19,7 @@
 
 #define WINDOW_MAX 1024         /* changes read ahead of applied progress */
 #define KEYSET_CAP 4096         /* power of two, > 2 * WINDOW_MAX */
+#define MAX_DEPS 4              /* depends_on entries ordered per mapping */
 #define SLICE 256               /* changes read from the journal at once */
 #define CONFLICT_ROUNDS 5       /* re-reads after a lost conditional write */
 #define BACKOFF_BASE_MS 250
@@ -43,6 +44,11 @@ struct op {
     json_t *fields;             /* incoming, side-a names */
     int64_t version_us;
     uint64_t keyhash;
+    /* Keys of the records this one depends on (depends_on): while an
+     * earlier change of one of them is unfinished, this one waits, and an
+     * earlier change that depends on this key holds this one back. */
+    uint64_t parent_hash[MAX_DEPS];
+    int nparents;
     /* while applying */
     enum phase phase;
     struct shadow old;
@@ -99,6 +105,8 @@ struct restsink {
     size_t whead, wlen;
     int running;
     uint64_t keyset[KEYSET_CAP];
+    uint64_t parentset[KEYSET_CAP]; /* parent keys of unfinished changes */
+    size_t nparentset;
     /* create fence */
     uint64_t next_ticket;
     uint64_t *tickets;
@@ -812,6 +820,22 @@ static void create(struct op *op)
         go(op, PH_CREATE);
 }
 
+/* True when a later change of op's key waits in the window. */
+static bool superseded(const struct op *op)
+{
+    const struct restsink *s = op->s;
+
+    for (size_t i = 0; i < s->wlen; i++) {
+        const struct op *o = s->win[(s->whead + i) % WINDOW_MAX];
+
+        if (!o->marker && o->seq > op->seq && o->keyhash == op->keyhash &&
+            o->state != OP_DONE && strcmp(o->mapping, op->mapping) == 0 &&
+            strcmp(o->key, op->key) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* Both sides moved since the shadow (G7): the mapping's strategy decides.
  * rec is the target's record, NULL when it is gone. The source side is
  * never written here: when the result differs from it, the result goes to
@@ -841,6 +865,14 @@ static void resolve_conflict(struct op *op, const struct rf_record *rec)
         snprintf(why, sizeof(why), "conflict resolution failed: %.400s", res.detail);
         resolve_result_clear(&res);
         dead_letter(op, why, false);
+        return;
+    }
+    if (res.outcome == RESOLVE_PARK && superseded(op)) {
+        /* A later change of the key is already queued (an operator's
+         * decision, replayed after the key was released, or a newer edit
+         * that meets the same conflict): it decides, not this one. */
+        resolve_result_clear(&res);
+        op_done(op);
         return;
     }
     record_conflict(op, rec, &res);
@@ -1334,6 +1366,18 @@ static void start_op(struct op *op)
 
 /* ---- scheduling ---- */
 
+static bool keyset_has(const uint64_t *set, uint64_t h)
+{
+    size_t i = (size_t)h & (KEYSET_CAP - 1);
+
+    while (set[i] != 0) {
+        if (set[i] == h)
+            return true;
+        i = (i + 1) & (KEYSET_CAP - 1);
+    }
+    return false;
+}
+
 static bool keyset_test_add(uint64_t *set, uint64_t h)
 {
     size_t i = (size_t)h & (KEYSET_CAP - 1);
@@ -1345,6 +1389,26 @@ static bool keyset_test_add(uint64_t *set, uint64_t h)
     }
     set[i] = h;
     return false;
+}
+
+/* Declared dependencies keep source order across keys (a parent's create
+ * before its children's, their deletes before the parent's) although
+ * changes of different keys run concurrently. Returns true when op must
+ * wait for an earlier unfinished change; records op's parents either way
+ * (when the set is full, op waits: order over speed). */
+static bool waits_for_relative(struct restsink *s, const struct op *op)
+{
+    bool wait = keyset_has(s->parentset, op->keyhash);
+
+    for (int i = 0; i < op->nparents; i++) {
+        if (keyset_has(s->keyset, op->parent_hash[i]))
+            wait = true;
+        if (s->nparentset >= KEYSET_CAP / 2)
+            wait = true;
+        else if (!keyset_test_add(s->parentset, op->parent_hash[i]))
+            s->nparentset++;
+    }
+    return wait;
 }
 
 static void on_timer(uv_timer_t *t)
@@ -1364,6 +1428,8 @@ static void dispatch(struct restsink *s)
         again = false;
         now = uv_now(s->loop);
         memset(s->keyset, 0, sizeof(s->keyset));
+        memset(s->parentset, 0, sizeof(s->parentset));
+        s->nparentset = 0;
         for (size_t i = 0; i < s->wlen; i++) {
             struct op *op = win_at(s, i);
             bool busy;
@@ -1372,6 +1438,8 @@ static void dispatch(struct restsink *s)
                 continue;
             /* Every unfinished change blocks later ones of its key. */
             busy = keyset_test_add(s->keyset, op->keyhash);
+            if (op->nparents > 0 || s->nparentset > 0)
+                busy = waits_for_relative(s, op) || busy;
             if (busy || op->state == OP_RUNNING)
                 continue;
             if (op->state == OP_WAITING && op->next_try_ms > now) {
@@ -1420,6 +1488,43 @@ struct scan_ctx {
     int err;
 };
 
+/* The canonical key of d's parent record from the child's fields, or NULL
+ * when a referencing field is missing or null (no parent). */
+static char *parent_key(const struct cfg_dependency *d, const json_t *fields)
+{
+    json_t *arr = json_array();
+    char *text = NULL;
+
+    for (size_t i = 0; arr != NULL && i < d->parent->a.nkey; i++) {
+        const char *child = NULL;
+        json_t *v;
+
+        for (size_t k = 0; k < d->nfields; k++)
+            if (strcmp(d->fields[k].value, d->parent->a.key[i]) == 0)
+                child = d->fields[k].name;
+        v = child ? json_object_get(fields, child) : NULL;
+        if (!json_is_string(v))
+            goto out;
+        json_array_append(arr, v);
+    }
+    text = json_dumps(arr, JSON_COMPACT);
+out:
+    json_decref(arr);
+    return text;
+}
+
+static void parents_of(struct op *op)
+{
+    for (size_t i = 0; i < op->m->ndepends_on && op->nparents < MAX_DEPS; i++) {
+        const struct cfg_dependency *d = &op->m->depends_on[i];
+        char *key = d->parent ? parent_key(d, op->fields) : NULL;
+
+        if (key != NULL)
+            op->parent_hash[op->nparents++] = fnv(d->parent->name, key);
+        free(key);
+    }
+}
+
 static int on_change(const struct change *c, void *arg)
 {
     struct scan_ctx *x = arg;
@@ -1454,6 +1559,7 @@ static int on_change(const struct change *c, void *arg)
         return x->err = -ENOMEM;
     }
     op->keyhash = fnv(op->mapping, op->key);
+    parents_of(op);
     if (!win_push(s, op)) {
         op_free(op);
         return x->err = -ENOSPC;
