@@ -91,6 +91,7 @@ struct restsink {
     struct restsink_hooks hooks;
     uv_timer_t timer, tick, drain;
     bool started, closing, connected, rewinding, closed_handles;
+    bool waiting_any;           /* some key waits for its parent */
     int pending_closes;
     void (*closed)(void *);
     void *closed_arg;
@@ -123,6 +124,9 @@ static void feed(struct restsink *s);
 static void dispatch(struct restsink *s);
 static void send_op(struct op *op);
 static void op_done(struct op *op);
+static char *parent_key(const struct cfg_dependency *d, const json_t *fields);
+static json_t *missing_parents(struct op *op);
+static void hold(struct op *op);
 static void finish_close(struct restsink *s);
 
 static int64_t now_us(void)
@@ -594,6 +598,67 @@ static void dead_letter(struct op *op, const char *why, bool exhausted)
     op_done(op);
 }
 
+struct park_find {
+    const char *key;
+    char reason[32];
+    int64_t dlq_id, since_us;
+    char *detail;           /* owned */
+    bool found;
+};
+
+static int find_parked(const struct parked_key *p, void *arg)
+{
+    struct park_find *f = arg;
+
+    if (strcmp(p->key, f->key) != 0)
+        return 0;
+    snprintf(f->reason, sizeof(f->reason), "%s", p->reason ? p->reason : "");
+    f->dlq_id = p->dlq_id;
+    f->since_us = p->since_us;
+    f->detail = p->detail ? strdup(p->detail) : NULL;
+    f->found = true;
+    return 1;
+}
+
+/* A permanent refusal. When a declared parent of the record is not agreed
+ * on both sides yet, the API most likely refused a reference to a record
+ * it does not have (a foreign key it enforces): the change waits, its key
+ * parked as waiting_for_parent, and is tried again once the parents are
+ * there, until the mapping's dependency_wait_s; then the DLQ, naming them. */
+static void reject(struct op *op, const char *why)
+{
+    struct restsink *s = op->s;
+    json_t *parents = missing_parents(op);
+    struct park_find pf = { .key = op->key };
+    char *detail = parents ? json_dumps(parents, JSON_COMPACT) : NULL, msg[900];
+    struct parked_key pk = { op->mapping, op->key, "waiting_for_parent", 0, s->ep->name, 0,
+                             detail };
+
+    if (detail == NULL) {
+        json_decref(parents);
+        dead_letter(op, why, false);
+        return;
+    }
+    if (parked_list(s->st, op->mapping, find_parked, &pf, NULL) >= 0 && pf.found &&
+        !strcmp(pf.reason, "retrying_parent") &&
+        now_us() - pf.since_us > (int64_t)op->m->dependency_wait_s * 1000000) {
+        snprintf(msg, sizeof(msg), "the parent never arrived within dependency_wait_s"
+                 " (%d s): missing %.300s: %.400s", op->m->dependency_wait_s, detail, why);
+        dead_letter(op, msg, false);
+    } else if (state_begin(s->st, NULL) == 0 && parked_park_ex(s->st, &pk, NULL) == 0) {
+        log_info("restsink", "the peer refused a change whose parent it does not have"
+                 " yet: it waits for the parent", "endpoint", s->ep->name, "mapping",
+                 op->mapping, "key", op->key, "parents", detail, "err", why);
+        s->waiting_any = true;
+        hold(op);
+    } else {
+        dead_letter(op, why, false);
+    }
+    free(pf.detail);
+    free(detail);
+    json_decref(parents);
+}
+
 static void retry_later(struct op *op, const struct rest_resp *r, enum rest_class cls)
 {
     struct restsink *s = op->s;
@@ -714,6 +779,18 @@ static void save_shadow(struct op *op, int64_t target_version)
     shadow_clear(&cur);
 }
 
+/* A change that waited for its parent landed: its key is free. */
+static void release_retried(struct restsink *s, const struct op *op)
+{
+    char reason[32] = "";
+    bool parked = false;
+
+    if (parked_lookup(s->st, op->mapping, op->key, &parked, NULL, reason, sizeof(reason),
+                      NULL) == 0 && parked && !strcmp(reason, "retrying_parent") &&
+        state_begin(s->st, NULL) == 0)
+        parked_unpark(s->st, op->mapping, op->key, NULL);
+}
+
 static void succeed(struct op *op, int64_t target_version)
 {
     struct restsink *s = op->s;
@@ -721,6 +798,8 @@ static void succeed(struct op *op, int64_t target_version)
 
     save_shadow(op, target_version);
     s->stats.applied++;
+    if (s->waiting_any)
+        release_retried(s, op);
     /* Arrival of a canary (SPEC §4 canary): its delete is only cleanup. */
     if (op->m->canary_enabled && !del && s->hooks.on_canary_candidate)
         s->hooks.on_canary_candidate(s->hooks.arg, s, op->mapping, op->key);
@@ -1031,7 +1110,7 @@ static void on_resp(void *arg, struct rest_req *req, const struct rest_resp *r)
         } else if (cls == REST_TRANSIENT || cls == REST_RATE_LIMITED) {
             retry_later(op, r, cls);
         } else {
-            dead_letter(op, r->error, false);
+            reject(op, r->error);
         }
         break;
     case PH_CREATE:
@@ -1046,7 +1125,7 @@ static void on_resp(void *arg, struct rest_req *req, const struct rest_resp *r)
         } else if (cls == REST_TRANSIENT || cls == REST_RATE_LIMITED) {
             retry_later(op, r, cls);
         } else {
-            dead_letter(op, r->error, false);
+            reject(op, r->error);
         }
         break;
     }
@@ -1164,23 +1243,63 @@ static void send_op(struct op *op)
 
 /* ---- starting a change ---- */
 
-struct park_find {
-    const char *key;
-    char reason[32];
-    int64_t dlq_id;
-    bool found;
-};
 
-static int find_parked(const struct parked_key *p, void *arg)
+/* ---- children waiting for their parent (declared depends_on) ---- */
+
+static bool live_shadow(struct restsink *s, const char *mapping, const char *key)
 {
-    struct park_find *f = arg;
+    struct shadow sh = { 0 };
+    bool live = shadow_get(s->st, mapping, key, &sh, NULL) == 0 && !sh.tombstone;
 
-    if (strcmp(p->key, f->key) != 0)
-        return 0;
-    snprintf(f->reason, sizeof(f->reason), "%s", p->reason ? p->reason : "");
-    f->dlq_id = p->dlq_id;
-    f->found = true;
-    return 1;
+    shadow_clear(&sh);
+    return live;
+}
+
+/* The declared parents of op that are not agreed on both sides yet, as a
+ * JSON array of [mapping, key]; NULL when none is missing. */
+static json_t *missing_parents(struct op *op)
+{
+    json_t *out = json_array();
+
+    for (size_t i = 0; out != NULL && i < op->m->ndepends_on; i++) {
+        const struct cfg_dependency *d = &op->m->depends_on[i];
+        char *key = d->parent ? parent_key(d, op->fields) : NULL;
+
+        if (key != NULL && !live_shadow(op->s, d->parent->name, key))
+            json_array_append_new(out, json_pack("[s,s]", d->parent->name, key));
+        free(key);
+    }
+    if (json_array_size(out) == 0) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* A key waiting for its parents is let through again (parked as
+ * retrying_parent, so the wait keeps counting from when it began) once
+ * they are agreed, or once dependency_wait_s ran out (the retry then
+ * dead-letters it). */
+static bool parent_wait_over(struct restsink *s, const char *mapping, const char *key,
+                             const struct park_find *pf)
+{
+    const struct cfg_mapping *m = config_mapping(s->cfg, mapping);
+    json_t *parents = pf->detail ? json_loads(pf->detail, 0, NULL) : NULL, *p;
+    bool over = m == NULL ||
+                now_us() - pf->since_us > (int64_t)m->dependency_wait_s * 1000000;
+    size_t i;
+
+    if (!over && json_is_array(parents)) {
+        over = true;
+        json_array_foreach(parents, i, p)
+            if (!live_shadow(s, json_string_value(json_array_get(p, 0)),
+                             json_string_value(json_array_get(p, 1))))
+                over = false;
+    }
+    json_decref(parents);
+    if (over && state_begin(s->st, NULL) == 0)
+        parked_park(s->st, mapping, key, "retrying_parent", 0, NULL);
+    return over;
 }
 
 static int dlq_status_of(const struct dlq_entry *d, void *arg)
@@ -1202,8 +1321,17 @@ static bool still_parked(struct restsink *s, const char *mapping, const char *ke
 
     if (parked_is_parked(s->st, mapping, key, &parked, NULL, NULL) != 0 || !parked)
         return false;
-    if (parked_list(s->st, mapping, find_parked, &pf, NULL) < 0 || !pf.found)
+    if (parked_list(s->st, mapping, find_parked, &pf, NULL) < 0 || !pf.found) {
+        free(pf.detail);
         return true;
+    }
+    if (!strcmp(pf.reason, "waiting_for_parent") || !strcmp(pf.reason, "retrying_parent")) {
+        bool wait = !strcmp(pf.reason, "waiting_for_parent") &&
+                    !parent_wait_over(s, mapping, key, &pf);
+        free(pf.detail);
+        return wait;
+    }
+    free(pf.detail);
     if (strcmp(pf.reason, "conflict") == 0) {
         int64_t cid;
         rc = conflict_find_open(s->st, mapping, key, &cid, NULL);

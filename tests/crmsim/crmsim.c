@@ -29,8 +29,17 @@
 #define PAGE_DEFAULT 100
 #define PAGE_MAX 1000
 
+/* --ref RES.FIELD=PARENT: a write of RES whose FIELD names no live PARENT
+ * record is refused with 422, as an API with foreign keys would. */
+#define MAX_REFS 8
+struct ref {
+    char res[64], field[64], parent[64];
+};
+
 struct sim {
     struct store *store;
+    struct ref refs[MAX_REFS];
+    int nrefs;
     struct faults *faults;
     bool verbose;
     atomic_bool stopping;
@@ -651,6 +660,29 @@ static void location(char *out, size_t n, const char *res, const char *key)
     out[o < n ? o : n - 1] = '\0';
 }
 
+/* True when every --ref of this resource is satisfied; else false with
+ * *ret the result of the 422 reply. */
+static bool refs_ok(struct ctx *c, const json_t *body, enum MHD_Result *ret)
+{
+    for (int i = 0; i < c->sim->nrefs; i++) {
+        const struct ref *r = &c->sim->refs[i];
+        json_t *v = json_object_get(body, r->field), *rec = NULL;
+        struct simerr e = { 0 };
+        char key[STORE_ID_MAX];
+
+        if (strcmp(r->res, c->res) != 0 || v == NULL || json_is_null(v))
+            continue;
+        if (id_canonical(v, key, sizeof(key)) != 0 ||
+            store_get(c->sim->store, r->parent, key, &rec, &e) < 0) {
+            *ret = reply_err(c, 422, NULL, "%s: no %s record with id %s", r->field,
+                             r->parent, json_is_string(v) ? json_string_value(v) : "(number)");
+            return false;
+        }
+        json_decref(rec);
+    }
+    return true;
+}
+
 static enum MHD_Result do_write(struct ctx *c)
 {
     struct store_write w = { .res = c->res };
@@ -673,6 +705,10 @@ static enum MHD_Result do_write(struct ctx *c)
             return ret;
         w.op = !strcmp(c->method, "POST") ? STORE_POST :
                !strcmp(c->method, "PUT") ? STORE_PUT : STORE_PATCH;
+    }
+    if (body != NULL && !refs_ok(c, body, &ret)) {
+        json_decref(body);
+        return ret;
     }
     w.key = c->kind == R_ITEM ? c->id : NULL;
     w.body = body;
@@ -969,11 +1005,13 @@ static void fatal(const char *fmt, ...)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: crmsim --listen HOST:PORT [--resources a,b,c] [--seed N]\n"
+            "usage: crmsim --listen HOST:PORT [--resources a,b,c] [--seed N] [--ref R.F=P]\n"
             "              [--state FILE] [--verbose]\n"
             "  --listen     address to serve on; port 0 picks a free one\n"
             "  --resources  collections to serve (default customers,accounts,invoices)\n"
             "  --seed       default seed of fault rules that name none (default 1)\n"
+            "  --ref        RES.FIELD=PARENT: refuse (422) a write of RES whose FIELD names\n"
+            "               no live PARENT record (repeatable)\n"
             "  --state      SQLite file to keep records in across restarts\n"
             "  --verbose    one JSON line per request on stderr\n");
 }
@@ -1039,6 +1077,7 @@ int main(int argc, char **argv)
         { "seed", required_argument, NULL, 's' },
         { "state", required_argument, NULL, 'f' },
         { "verbose", no_argument, NULL, 'v' },
+        { "ref", required_argument, NULL, 'R' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -1057,8 +1096,20 @@ int main(int argc, char **argv)
     int n_res, opt, sig, port;
 
     memset(&sim, 0, sizeof(sim));
-    while ((opt = getopt_long(argc, argv, "l:r:s:f:vh", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "l:r:s:f:vhR:", opts, NULL)) != -1) {
         switch (opt) {
+        case 'R': {
+            struct ref *r = &sim.refs[sim.nrefs];
+            if (sim.nrefs == MAX_REFS ||
+                sscanf(optarg, "%63[a-z0-9_-].%63[A-Za-z0-9_]=%63[a-z0-9_-]", r->res, r->field,
+                       r->parent) != 3) {
+                fatal("--ref: expected RES.FIELD=PARENT (at most %d), got \"%s\"", MAX_REFS,
+                      optarg);
+                return 2;
+            }
+            sim.nrefs++;
+            break;
+        }
         case 'l': listen = optarg; break;
         case 'r': res_list = optarg; break;
         case 'f': state = optarg; break;
