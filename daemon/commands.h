@@ -13,5 +13,6 @@ int cmd_version(struct cli_opts *o);
 int cmd_conflicts(struct cli_opts *o);
 int cmd_dlq(struct cli_opts *o);
 int cmd_reconcile(struct cli_opts *o);
+int cmd_snapshot(struct cli_opts *o);
 
 #endif

@@ -208,6 +208,26 @@ int pgadmin_setup(PGconn *conn, const struct config *c,
     return 0;
 }
 
+int pgadmin_setup_except_slot(PGconn *conn, const struct config *c,
+                              const struct cfg_endpoint *ep, struct err *e)
+{
+    int rc;
+
+    if (pgadmin_is_source(c, ep) && (rc = setup_publication(conn, c, ep, e)) != 0)
+        return rc;
+    return setup_origin(conn, ep, e);
+}
+
+int pgadmin_slot_exists(PGconn *conn, const struct cfg_endpoint *ep,
+                        struct err *e)
+{
+    const char *p[] = { ep->slot };
+
+    return query_bool(conn,
+        "select exists(select 1 from pg_replication_slots where slot_name = $1)",
+        1, p, e);
+}
+
 int pgadmin_teardown(PGconn *conn, const struct config *c,
                      const struct cfg_endpoint *ep, struct err *e)
 {

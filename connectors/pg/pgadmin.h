@@ -23,6 +23,16 @@ bool pgadmin_is_target(const struct config *c, const struct cfg_endpoint *ep);
 int pgadmin_setup(PGconn *conn, const struct config *c,
                   const struct cfg_endpoint *ep, struct err *e);
 
+/* pgadmin_setup without the slot: for `tandem snapshot`, which creates
+ * the slot itself with an exported snapshot (after the publication, so
+ * the slot's stream can find it). */
+int pgadmin_setup_except_slot(PGconn *conn, const struct config *c,
+                              const struct cfg_endpoint *ep, struct err *e);
+
+/* 1 when the endpoint's slot exists, 0 when not, or a negative errno. */
+int pgadmin_slot_exists(PGconn *conn, const struct cfg_endpoint *ep,
+                        struct err *e);
+
 /* Drops slot, publication and origin when present. */
 int pgadmin_teardown(PGconn *conn, const struct config *c,
                      const struct cfg_endpoint *ep, struct err *e);
