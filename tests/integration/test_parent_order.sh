@@ -44,7 +44,10 @@ count() { psql_on A -c "select count(*) from $1 ${2:-}"; }
 start_tandem "$WORK/cfg.json" "$WORK/tandem.log"
 wait_for "tandem ready" 30 grep -q '"msg":"ready' "$WORK/tandem.log"
 
-# Invoices first; their customers only once tandem has seen them wait.
+# Invoices first; their customers only once tandem has seen them wait. The
+# invoices feed also repeats and reorders records across its pages.
+curl -fsS -X POST -H 'Content-Type: application/json' "$CRM/_admin/faults" \
+  -d '[{"route": "GET /invoices", "seed": 3, "duplicate_rate": 0.5, "backwards_rate": 0.5}]' >/dev/null
 for i in $(seq 1 20); do put "/invoices/$i" "{\"customer_id\": $(( (i - 1) / 2 + 1 )), \"amount\": \"$i.50\"}"; done
 waiting() { [ "$(sq "select count(*) from parked where mapping = 'invoices' and reason = 'waiting_for_parent'")" -ge 1 ]; }
 check "invoices without their customer wait, parked" wait_for "invoices parked" 20 waiting
@@ -56,6 +59,9 @@ wait_for "every invoice lands after its customer" 30 bash -c "[ \$(psql -X -At -
 expect_eq "all 20 invoices landed" 20 "$(count invoices)"
 expect_eq "with their amounts" "220.00" "$(psql_on A -c 'select sum(amount) from invoices')"
 expect_eq "nothing dead-lettered" 0 "$(sq "select count(*) from dlq where status = 'open'")"
+faulted() { curl -fsS "$CRM/_admin/stats" | jq -e '(.faults.duplicate // 0) + (.faults.backwards // 0) > 0' >/dev/null; }
+check "the reorder and duplicate faults fired" faulted
+curl -fsS -X DELETE "$CRM/_admin/faults" >/dev/null
 wait_for "no key left parked" 10 bash -c "[ \$(sqlite3 -readonly '$WORK/state.db' 'select count(*) from parked') = 0 ]"
 expect_eq "no key left parked" 0 "$(sq "select count(*) from parked")"
 
