@@ -19,6 +19,7 @@
 #include "../state/dlq.h"
 #include "../state/journal.h"
 #include "../state/state.h"
+#include "backfill.h"
 #include "canaries.h"
 #include "dlq_retry.h"
 #include "reconcile_rt.h"
@@ -65,6 +66,7 @@ struct daemon {
     int64_t durable_seq;
     struct canaries *canaries;
     struct reconcile_rt *reconcile;
+    struct backfill *backfill;
     bool ready_sent, stopping;
     unsigned ticks;
     int closing;
@@ -361,6 +363,17 @@ static void check_dlq(struct daemon *d)
     health_set(d->health, HEALTH_DLQ_NONEMPTY, NULL, n);
 }
 
+/* Does ep's change reader stream (backfill windows need it)? */
+static bool src_streaming(void *arg, const struct cfg_endpoint *ep)
+{
+    struct daemon *d = arg;
+
+    for (int i = 0; i < d->neps; i++)
+        if (d->eps[i].ep == ep && d->eps[i].src != NULL)
+            return pgsrc_streaming(d->eps[i].src);
+    return false;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct daemon *d = t->data;
@@ -372,6 +385,8 @@ static void on_tick(uv_timer_t *t)
 
     update_health(d);
     export_metrics(d);
+    if (d->backfill != NULL && !d->stopping)
+        backfill_tick(d->backfill, src_streaming, d);
     notify_status("journal at %" PRId64 ", %s", d->durable_seq,
                   all_connected(d) ? "all endpoints connected" : "connecting");
     if (notify_watchdog_usec() > 0)
@@ -412,9 +427,18 @@ static void on_sink_conn(void *arg, struct pgsink *s, bool up)
         pgsink_kick(s, d->durable_seq);
 }
 
+static void on_watermark(void *arg, struct pgsrc *src, char kind, const char *id,
+                         const char *const *changed, size_t nchanged)
+{
+    struct daemon *d = arg;
+
+    if (kind == 'H' && d->backfill != NULL)
+        backfill_on_watermark(d->backfill, pgsrc_endpoint(src), id, changed, nchanged);
+}
+
 static int start_endpoint(struct daemon *d, struct endpoint_rt *r, struct err *e)
 {
-    struct pgsrc_hooks sh = { on_src_batch, on_src_conn, d };
+    struct pgsrc_hooks sh = { on_src_batch, on_src_conn, on_watermark, d };
     struct pgsink_hooks kh = { on_applied, on_sink_conn, on_canary_candidate, d };
     int rc;
 
@@ -625,6 +649,8 @@ static void begin_stop(struct daemon *d, const char *why)
     d->canaries = NULL;
     reconcile_rt_close(d->reconcile);
     d->reconcile = NULL;
+    backfill_close(d->backfill);
+    d->backfill = NULL;
     uv_close((uv_handle_t *)&d->flush_timer, on_handle_closed);
     uv_close((uv_handle_t *)&d->tick_timer, on_handle_closed);
     uv_close((uv_handle_t *)&d->sigterm, on_handle_closed);
@@ -664,6 +690,10 @@ static int open_state(struct daemon *d, struct err *e)
                  " their sources resend them", "count", n);
     }
     state_meta_set(d->st, "pipeline", d->cfg->name, NULL);
+    /* A mapping new to this pipeline gets its existing rows backfilled. */
+    if (state_begin(d->st, e) != 0 || backfill_request_new_mappings(d->st, d->cfg, e) != 0 ||
+        state_commit(d->st, e) != 0)
+        return -EIO;
     journal_last_commit_seq(d->st, &d->durable_seq, NULL);
     return 0;
 }
@@ -728,6 +758,8 @@ int daemon_run(struct config *cfg, struct err *e)
         log_error("daemon", "cannot start canaries: out of memory");
     if (reconcile_rt_new(&d->reconcile, &d->loop, cfg, d->st, d->metrics, d->health) != 0)
         log_error("daemon", "cannot start the periodic reconcile: out of memory");
+    if (backfill_new(&d->backfill, &d->loop, cfg, d->st) != 0)
+        log_error("daemon", "cannot start backfills: out of memory");
     start_all(d);
     uv_run(&d->loop, UV_RUN_DEFAULT);
     if (state_in_txn(d->st))

@@ -62,6 +62,8 @@
 #include "config.h"
 #include "log.h"
 #include "snapshot.h"
+
+#include "backfill.h"
 #include "strbuf.h"
 
 #define SNAP_MAX_EPS 64
@@ -723,6 +725,53 @@ static int open_state(struct snap_cmd *x)
     return EXIT_RUNTIME;
 }
 
+/* Does a postgres source side of m already have its slot (the mapping's
+ * endpoint streams)? */
+static bool source_streams(const struct cfg_mapping *m)
+{
+    const struct cfg_side *sides[2] = { &m->a, &m->b };
+    bool streams = false;
+
+    for (int i = 0; i < 2 && !streams; i++) {
+        struct err e = { 0 };
+        bool src = i == 0 ? m->direction != CFG_DIR_B_TO_A : m->direction != CFG_DIR_A_TO_B;
+        PGconn *c;
+
+        if (!src || sides[i]->ep == NULL || sides[i]->ep->kind != CFG_KIND_POSTGRES)
+            continue;
+        if ((c = pgconn_connect(sides[i]->ep, false, &e)) == NULL)
+            continue;
+        streams = pgadmin_slot_exists(c, sides[i]->ep, &e) > 0;
+        PQfinish(c);
+    }
+    return streams;
+}
+
+/* The slot exists: the load goes through the stream instead, chunk by
+ * chunk between watermarks (backfill.h), done by the running daemon or
+ * the next tandem run; streaming never pauses. */
+static int request_backfill(struct snap_cmd *x, const struct cfg_mapping *m)
+{
+    struct state *st = NULL;
+    struct err e = { 0 };
+    int n = 0;
+
+    if (state_open(&st, x->cfg->state_path, STATE_SHARED, &e) != 0 ||
+        state_begin(st, &e) != 0 || (n = backfill_request(st, m, &e)) < 0 ||
+        state_commit(st, &e) != 0) {
+        log_redact(e.msg, sizeof(e.msg));
+        fprintf(stderr, "tandem: snapshot: cannot request the backfill: %s\n", e.msg);
+        state_close(st);
+        return EXIT_RUNTIME;
+    }
+    state_close(st);
+    printf("snapshot: mapping %s already streams: backfill requested; the running daemon"
+           " (or the next tandem run) copies its rows in chunks between stream"
+           " watermarks without pausing the stream (progress in its log)\n", m->name);
+    log_info("snapshot", "backfill requested", "mapping", m->name);
+    return EXIT_OK;
+}
+
 int cmd_snapshot(struct cli_opts *o)
 {
     struct snap_cmd x = { .o = o };
@@ -742,6 +791,12 @@ int cmd_snapshot(struct cli_opts *o)
     }
     log_setup(x.cfg->log_level, x.cfg->log_format, NULL, x.cfg->name);
     x.tty = isatty(STDERR_FILENO);
+    if (o->mapping != NULL && config_mapping(x.cfg, o->mapping) != NULL &&
+        source_streams(config_mapping(x.cfg, o->mapping))) {
+        rc = request_backfill(&x, config_mapping(x.cfg, o->mapping));
+        config_free(x.cfg);
+        return rc;
+    }
     if ((rc = choose(&x)) != 0 || (rc = open_state(&x)) != 0) {
         config_free(x.cfg);
         return rc;

@@ -67,6 +67,11 @@ struct pgsrc {
     bool had_commit;
     struct strbuf kb, fb, ub, ok, ofb, oub;
     struct pgsrc_stats stats;
+    /* An open backfill window (between a low and a high watermark): keys
+     * of wm_mapping changed meanwhile. */
+    char *wm_id, *wm_mapping;
+    char **wm_keys;
+    size_t wm_n, wm_cap;
 };
 
 static void src_connect(struct pgsrc *p);
@@ -310,11 +315,89 @@ static int journal_one(struct pgsrc *p, const struct rel_target *t,
     return 0;
 }
 
+/* ---- backfill watermarks ---- */
+
+static void wm_reset(struct pgsrc *p)
+{
+    for (size_t i = 0; i < p->wm_n; i++)
+        free(p->wm_keys[i]);
+    free(p->wm_keys);
+    free(p->wm_id);
+    free(p->wm_mapping);
+    p->wm_keys = NULL;
+    p->wm_id = p->wm_mapping = NULL;
+    p->wm_n = p->wm_cap = 0;
+}
+
+/* Notes that key of the watched mapping changed inside the window, also
+ * in a skipped transaction (tandem's own write from the other side): the
+ * chunk may hold an older value of it. */
+static int wm_note(struct pgsrc *p, const struct rel_target *t, const struct pgo_msg *msg,
+                   struct err *e)
+{
+    const struct cfg_side *sd = t->side == 'a' ? &t->m->a : &t->m->b;
+    const struct pgo_tuple *keyt = msg->type == 'D' ? &msg->u.change.old
+                                                    : &msg->u.change.new;
+    char **n;
+
+    if (strcmp(t->m->name, p->wm_mapping) != 0 || build_key(t, sd, keyt, &p->kb) != 0)
+        return 0;
+    if (p->wm_n == p->wm_cap) {
+        size_t cap = p->wm_cap ? p->wm_cap * 2 : 64;
+        if ((n = realloc(p->wm_keys, cap * sizeof(*n))) == NULL)
+            return err_set(e, -ENOMEM, "out of memory");
+        p->wm_keys = n;
+        p->wm_cap = cap;
+    }
+    if ((p->wm_keys[p->wm_n] = strdup(strbuf_cstr(&p->kb))) == NULL)
+        return err_set(e, -ENOMEM, "out of memory");
+    p->wm_n++;
+    return 0;
+}
+
+static int on_wm_message(struct pgsrc *p, const struct pgo_msg *msg, struct err *e)
+{
+    char kind, id[64] = "", mapping[256] = "";
+    char text[400];
+    size_t n = msg->u.message.len < sizeof(text) - 1 ? msg->u.message.len : sizeof(text) - 1;
+
+    if (msg->u.message.prefix == NULL || strcmp(msg->u.message.prefix, PGSRC_WM_PREFIX) != 0 ||
+        p->hooks.on_watermark == NULL)
+        return 0;
+    memcpy(text, msg->u.message.content, n);
+    text[n] = '\0';
+    if (sscanf(text, "%c %63s %255s", &kind, id, mapping) < 2)
+        return 0;
+    if (kind == 'L') {
+        wm_reset(p);
+        p->wm_id = strdup(id);
+        p->wm_mapping = strdup(mapping);
+        if (p->wm_id == NULL || p->wm_mapping == NULL)
+            return err_set(e, -ENOMEM, "out of memory");
+    } else if (kind == 'H') {
+        static const char *const none[1] = { NULL };
+        bool seen = p->wm_id != NULL && strcmp(p->wm_id, id) == 0;
+        const char *const *changed = !seen ? NULL
+                                     : p->wm_n ? (const char *const *)p->wm_keys : none;
+        int rc = state_begin(p->st, e);
+
+        if (rc != 0)
+            return rc;
+        p->hooks.on_watermark(p->hooks.arg, p, 'H', id, changed, seen ? p->wm_n : 0);
+        wm_reset(p);
+        p->had_commit = true;   /* the owner commits what the hook journaled */
+    }
+    return 0;
+}
+
 static int on_change(struct pgsrc *p, const struct pgo_msg *msg, struct err *e)
 {
     struct rel_map *r = rel_map_find(p, msg->u.change.relid, false);
     int rc;
 
+    for (int i = 0; r != NULL && p->wm_mapping != NULL && i < r->nt; i++)
+        if ((rc = wm_note(p, &r->t[i], msg, e)) != 0)
+            return rc;
     if (r == NULL || p->skip_txn)
         return 0;
     for (int i = 0; i < r->nt; i++)
@@ -407,7 +490,8 @@ static int handle_message(struct pgsrc *p, const uint8_t *buf, size_t len,
     case 'I': case 'U': case 'D': return on_change(p, &msg, e);
     case 'T': return on_truncate(p, &msg, e);
     case 'C': return on_commit(p, &msg, e);
-    default: return 0;  /* Type and Message carry nothing to sync */
+    case 'M': return on_wm_message(p, &msg, e);
+    default: return 0;  /* Type carries nothing to sync */
     }
 }
 
@@ -482,6 +566,7 @@ static void src_disconnect(struct pgsrc *p)
     p->nrels = 0;
     p->in_txn = false;
     p->txn = 0;
+    wm_reset(p);    /* a window open across a reconnect tells nothing */
 }
 
 static void on_retry(uv_timer_t *t)
@@ -590,7 +675,7 @@ static void start_replication(struct pgsrc *p)
     pub_lit = PQescapeLiteral(p->conn, p->ep->publication, strlen(p->ep->publication));
     if (slot && pub_lit &&
         asprintf(&sql, "START_REPLICATION SLOT %s LOGICAL %s (proto_version '1',"
-                 " publication_names %s)", slot, lsn, pub_lit) > 0 &&
+                 " publication_names %s, messages 'true')", slot, lsn, pub_lit) > 0 &&
         PQsendQuery(p->conn, sql) == 1) {
         p->state = SRC_STARTING;
         p->start_lsn = p->durable_lsn;
@@ -748,6 +833,7 @@ static void on_handle_closed(uv_handle_t *h)
     strbuf_free(&p->ok);
     strbuf_free(&p->ofb);
     strbuf_free(&p->oub);
+    wm_reset(p);
     free(p);
 }
 

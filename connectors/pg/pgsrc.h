@@ -33,12 +33,25 @@ struct pgsrc_hooks {
                      uint64_t open_changes);
     /* Connected and streaming (true) or disconnected (false). */
     void (*on_connection)(void *arg, struct pgsrc *src, bool up);
+    /* A backfill watermark (PGSRC_WM_PREFIX message) passed in the stream
+     * (may be NULL). At a high watermark, changed[0..nchanged) are the
+     * canonical keys of the watched mapping that changed since the low
+     * watermark of the same id (in transactions journaled or skipped), or
+     * changed is NULL when that low watermark was not seen (a reconnect
+     * in between): then nothing is known and the chunk must be read again.
+     * Runs inside the state's open write transaction, in stream order. */
+    void (*on_watermark)(void *arg, struct pgsrc *src, char kind, const char *id,
+                         const char *const *changed, size_t nchanged);
     void *arg;
 };
 
 int pgsrc_new(struct pgsrc **out, uv_loop_t *loop, const struct config *c,
               const struct cfg_endpoint *ep, struct state *s,
               const struct pgsrc_hooks *h, struct err *e);
+
+/* Logical decoding messages with this prefix are backfill watermarks:
+ * content "L <id> <mapping>" (low) or "H <id>" (high). */
+#define PGSRC_WM_PREFIX "tandem.backfill"
 
 /* Connects and starts streaming; failures retry by themselves. */
 int pgsrc_start(struct pgsrc *p);

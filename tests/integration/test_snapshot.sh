@@ -93,8 +93,9 @@ expect_eq "no conflicts from the stream" 2500 "$(sq "select count(*) from confli
 # A slot in place means the pipeline streams: snapshot refuses.
 kill -TERM $TANDEM_PID; wait $TANDEM_PID || true
 rc=0
-"$TANDEM" snapshot -c "$WORK/cfg.json" -m t >/dev/null 2>"$WORK/refused.log" || rc=$?
-expect_eq "snapshot with an existing slot exits 1" 1 "$rc"
-check "refusal names the slot and the way out" grep -q "slot tandem_a exists: the mapping is already streaming; use tandem reconcile --repair to backfill" "$WORK/refused.log"
-expect_eq "refusal left the slot alone" 1 "$(psql_on A -c "select count(*) from pg_replication_slots where slot_name = 'tandem_a'")"
+"$TANDEM" snapshot -c "$WORK/cfg.json" -m t >"$WORK/again.out" 2>&1 || rc=$?
+expect_eq "snapshot of a mapping whose slot exists exits 0" 0 "$rc"
+check "it requests a backfill through the stream instead" grep -q "backfill requested" "$WORK/again.out"
+expect_eq "the backfill request is saved for the daemon" 1 "$(sq "select count(*) from meta where k = 'backfill:t:a' and v <> 'done'")"
+expect_eq "the slot is left alone" 1 "$(psql_on A -c "select count(*) from pg_replication_slots where slot_name = 'tandem_a'")"
 finish
