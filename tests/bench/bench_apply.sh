@@ -38,7 +38,7 @@ TIMEOUT_S=${TIMEOUT_S:-600}
 FSYNC=${FSYNC:-off}
 
 ensure_bc
-trap 'rc=$?; (exit $rc); cleanup' EXIT
+trap 'rc=$?; set +e; (exit $rc); cleanup' EXIT
 
 echo "# bench_apply: $(nproc) CPUs, $(free -g | awk '/^Mem:/ { print $2 " GiB RAM" }'), $("$PGBIN/postgres" --version)"
 echo "# tandem: $TANDEM ($("$TANDEM" version 2>/dev/null | head -n 1))"

@@ -34,6 +34,7 @@ ensure_bc
 RECV_PID=""
 bench_cleanup() {
   local rc=$?
+  set +e    # (exit $rc) must not end the shell before cleanup runs
   [ -n "$RECV_PID" ] && kill "$RECV_PID" 2>/dev/null
   (exit $rc); cleanup
 }
