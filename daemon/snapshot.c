@@ -765,11 +765,42 @@ static int request_backfill(struct snap_cmd *x, const struct cfg_mapping *m)
         return EXIT_RUNTIME;
     }
     state_close(st);
-    printf("snapshot: mapping %s already streams: backfill requested; the running daemon"
-           " (or the next tandem run) copies its rows in chunks between stream"
+    printf("snapshot: mapping %s loads through the stream: backfill requested; the running"
+           " daemon (or the next tandem run) copies its rows in chunks between stream"
            " watermarks without pausing the stream (progress in its log)\n", m->name);
     log_info("snapshot", "backfill requested", "mapping", m->name);
     return EXIT_OK;
+}
+
+/* A mapping with a rest side loads through the stream: its postgres
+ * sources get publication and slot now (setup), and the backfill request
+ * makes the daemon journal their rows in chunks, which the rest writer
+ * sends max_in_flight at a time; a rest source needs nothing, its feed
+ * reads the resource from the beginning. */
+static int rest_side_load(struct snap_cmd *x, const struct cfg_mapping *m)
+{
+    const struct cfg_side *sides[2] = { &m->a, &m->b };
+
+    for (int i = 0; i < 2; i++) {
+        struct err e = { 0 };
+        PGconn *c;
+        int rc;
+
+        if (sides[i]->ep == NULL || sides[i]->ep->kind != CFG_KIND_POSTGRES)
+            continue;
+        if ((c = pgconn_connect(sides[i]->ep, false, &e)) == NULL) {
+            fprintf(stderr, "tandem: snapshot: %s\n", e.msg);
+            return EXIT_RUNTIME;
+        }
+        rc = pgadmin_setup(c, x->cfg, sides[i]->ep, &e);
+        PQfinish(c);
+        if (rc != 0) {
+            log_redact(e.msg, sizeof(e.msg));
+            fprintf(stderr, "tandem: snapshot: endpoint %s: %s\n", sides[i]->endpoint, e.msg);
+            return EXIT_RUNTIME;
+        }
+    }
+    return request_backfill(x, m);
 }
 
 int cmd_snapshot(struct cli_opts *o)
@@ -791,11 +822,16 @@ int cmd_snapshot(struct cli_opts *o)
     }
     log_setup(x.cfg->log_level, x.cfg->log_format, NULL, x.cfg->name);
     x.tty = isatty(STDERR_FILENO);
-    if (o->mapping != NULL && config_mapping(x.cfg, o->mapping) != NULL &&
-        source_streams(config_mapping(x.cfg, o->mapping))) {
-        rc = request_backfill(&x, config_mapping(x.cfg, o->mapping));
-        config_free(x.cfg);
-        return rc;
+    if (o->mapping != NULL && config_mapping(x.cfg, o->mapping) != NULL) {
+        const struct cfg_mapping *m = config_mapping(x.cfg, o->mapping);
+        bool rest = (m->a.ep && m->a.ep->kind == CFG_KIND_REST) ||
+                    (m->b.ep && m->b.ep->kind == CFG_KIND_REST);
+
+        if (rest || source_streams(m)) {
+            rc = rest ? rest_side_load(&x, m) : request_backfill(&x, m);
+            config_free(x.cfg);
+            return rc;
+        }
     }
     if ((rc = choose(&x)) != 0 || (rc = open_state(&x)) != 0) {
         config_free(x.cfg);
