@@ -19,7 +19,7 @@ wait_for "crmsim listening" 10 grep -q listening "$WORK/crm.out"
 CRM="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$WORK/crm.out")"
 write_config() { # FILE DEPENDS_ON
   cat >"$1" <<JSON
-{ "name": "it", "state": { "path": "$WORK/state.db" },
+{ "name": "it", "state": { "path": "$WORK/state.db" }, "http": { "listen": "127.0.0.1:0" },
   "endpoints": {
     "app": { "kind": "postgres", "conninfo": "$(conninfo_of A)" },
     "crm": { "kind": "rest", "base_url": "$CRM", "max_in_flight": 8, "timeout_ms": 5000 } },

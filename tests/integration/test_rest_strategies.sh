@@ -31,7 +31,7 @@ mapping() { # NAME CONFLICT
 JSON
 }
 cat >"$WORK/cfg.json" <<JSON
-{ "name": "it", "state": { "path": "$WORK/state.db" },
+{ "name": "it", "state": { "path": "$WORK/state.db" }, "http": { "listen": "127.0.0.1:0" },
   "endpoints": {
     "app": { "kind": "postgres", "conninfo": "$(conninfo_of A)" },
     "crm": { "kind": "rest", "base_url": "$CRM", "poll_interval_ms": 200, "page_size": 100 } },

@@ -19,7 +19,7 @@ for i in 1 2 3; do
 done
 curl -fsS -X PUT -H 'Content-Type: application/json' "$CRM/customers/900001" -d '{"name": "crm only"}' >/dev/null
 cat >"$WORK/cfg.json" <<JSON
-{ "name": "it", "state": { "path": "$WORK/state.db" },
+{ "name": "it", "state": { "path": "$WORK/state.db" }, "http": { "listen": "127.0.0.1:0" },
   "endpoints": {
     "app": { "kind": "postgres", "conninfo": "$(conninfo_of A)" },
     "crm": { "kind": "rest", "base_url": "$CRM", "poll_interval_ms": 200, "page_size": 500,
