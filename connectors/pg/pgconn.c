@@ -43,6 +43,19 @@ const char *pgconn_error(PGconn *c, char *buf, size_t cap)
     return buf;
 }
 
+/* Server notices ("publication does not exist, skipping") would go to
+ * stderr as plain text between the JSON log lines: they become debug
+ * events instead. */
+static void on_notice(void *arg, const char *message)
+{
+    const struct cfg_endpoint *ep = arg;
+    char text[512];
+
+    snprintf(text, sizeof(text), "%s", message);
+    text[strcspn(text, "\n")] = '\0';
+    log_debug("pgconn", "server notice", "endpoint", ep->name, "notice", text);
+}
+
 PGconn *pgconn_connect(const struct cfg_endpoint *ep, bool replication,
                        struct err *e)
 {
@@ -58,6 +71,7 @@ PGconn *pgconn_connect(const struct cfg_endpoint *ep, bool replication,
         PQfinish(c);
         return NULL;
     }
+    PQsetNoticeProcessor(c, on_notice, (void *)ep);
     return c;
 }
 

@@ -59,4 +59,7 @@ expect_eq "rows deleted behind tandem's back are back" 101 "$(psql_on B -c 'sele
 kill -TERM $TANDEM_PID
 set +e; wait $TANDEM_PID; rc=$?; set -e
 expect_eq "clean stop" 0 $rc
+"$TANDEM" teardown -c "$WORK/cfg2.json" >"$WORK/teardown.out" 2>&1
+check "teardown of a one-way pipeline prints no raw server NOTICE" bash -c "! grep -q NOTICE '$WORK/teardown.out'"
+expect_eq "teardown dropped the slot" 0 "$(psql_on A -c "select count(*) from pg_replication_slots")"
 finish
