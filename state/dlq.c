@@ -39,6 +39,24 @@ static enum dlq_status dlq_status_parse(const char *v)
     return DLQ_OPEN;
 }
 
+/* The open (or waiting) entry already holding journal change seq for
+ * target, or 0. */
+static int64_t dlq_existing(struct state *s, const char *target, int64_t seq)
+{
+    sqlite3_stmt *st;
+    int64_t id = 0;
+
+    if (seq <= 0 || state_stmt(s, ST_DLQ_EXISTING,
+                               "SELECT id FROM dlq WHERE change_seq = ?1 AND target = ?2"
+                               " AND status IN ('open', 'waiting') LIMIT 1", &st, NULL) < 0)
+        return 0;
+    if (state_bind(s, st, NULL, "dlq existing", "lt", seq, target) == 0 &&
+        sqlite3_step(st) == SQLITE_ROW)
+        id = sqlite3_column_int64(st, 0);
+    state_stmt_done(s, ST_DLQ_EXISTING, st);
+    return id;
+}
+
 int dlq_add(struct state *s, struct dlq_entry *d, struct err *e)
 {
     sqlite3_stmt *st;
@@ -50,6 +68,9 @@ int dlq_add(struct state *s, struct dlq_entry *d, struct err *e)
     if (d->attempts < 0)
         return err_set(e, -EINVAL, "dlq add: negative attempts %d", d->attempts);
     ts = d->ts_us != 0 ? d->ts_us : state_now_us(s);
+    /* The same journal change met again (re-read after a crash): one entry. */
+    if ((d->id = dlq_existing(s, d->target, d->change_seq)) != 0)
+        return 0;
     rc = state_stmt(s, ST_DLQ_ADD,
                     "INSERT INTO dlq (ts_us, mapping, key, source, target,"
                     " change_seq, commit_seq, change, error, attempts, status)"

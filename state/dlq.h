@@ -42,7 +42,9 @@ struct dlq_entry {
 };
 
 /* Adds an entry (status open, or waiting when d->status is DLQ_WAITING);
- * sets d->id and d->ts_us. Strings copied. */
+ * sets d->id and d->ts_us. Strings copied. A journal change (change_seq >
+ * 0) already open or waiting for the same target is not added twice:
+ * d->id is the existing entry's. */
 int dlq_add(struct state *s, struct dlq_entry *d, struct err *e);
 
 /* Calls fn for entries oldest first: open ones, or all when history, at

@@ -76,6 +76,7 @@ enum state_stmt_id {
     ST_DLQ_COUNT_OPEN,
     ST_DLQ_COUNT_KEY,
     ST_DLQ_LIST_WAITING,
+    ST_DLQ_EXISTING,
     ST_DLQ_SET_OPEN,
     ST_PK_PARK,
     ST_PK_UNPARK,

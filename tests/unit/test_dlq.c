@@ -286,6 +286,37 @@ static void test_parked(void **ctx)
     assert_int_equal(n, 3);
 }
 
+/* The same journal change dead-lettered again (re-read after a crash) is
+ * one entry; once retried, a new failure of it is a new one; a waiting
+ * entry is not counted as DLQ depth but keeps the key's count. */
+static void test_dlq_same_change(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    int64_t n = -1, first;
+    struct dlq_entry d = {
+        .mapping = "invoices", .key = "[\"7\"]", .source = "crm", .target = "app",
+        .change_seq = 42, .change = "{\"op\":\"I\",\"key\":[\"7\"],\"fields\":{},"
+        "\"source\":\"crm\"}", .error = "foreign key", .status = DLQ_WAITING
+    };
+
+    assert_int_equal(dlq_add(fx->s, &d, &e), 0);
+    first = d.id;
+    assert_int_equal(dlq_add(fx->s, &d, &e), 0);
+    assert_int_equal(d.id, first);
+    assert_int_equal(dlq_count_open(fx->s, &n, &e), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(dlq_count_open_key(fx->s, "invoices", "[\"7\"]", &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(dlq_set_open(fx->s, first, "parent missing", &e), 0);
+    assert_int_equal(dlq_count_open(fx->s, &n, &e), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(dlq_mark_retried(fx->s, first, &e), 0);
+    d.status = DLQ_OPEN;
+    assert_int_equal(dlq_add(fx->s, &d, &e), 0);
+    assert_true(d.id > first);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -293,6 +324,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_dlq),
         T(test_parked),
+        T(test_dlq_same_change),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
