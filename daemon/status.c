@@ -199,6 +199,33 @@ static int add_parked(const char *reason, int64_t count, void *arg)
     return 0;
 }
 
+/* Backfills asked for (backfill.h): {"mapping:side": "done" or
+ * {"rows": copied so far}}; sides never asked for are left out. */
+static json_t *backfills_json(struct state *s, const struct config *c)
+{
+    json_t *out = json_object();
+
+    for (size_t i = 0; out != NULL && i < c->nmappings; i++)
+        for (char side = 'a'; side <= 'b'; side++) {
+            char k[300], v[8192], name[300];
+            json_t *req;
+
+            snprintf(k, sizeof(k), "backfill:%s:%c", c->mappings[i].name, side);
+            if (state_meta_get(s, k, v, sizeof(v), NULL) != 0)
+                continue;
+            snprintf(name, sizeof(name), "%s:%c", c->mappings[i].name, side);
+            if (strcmp(v, "done") == 0) {
+                json_object_set_new(out, name, json_string("done"));
+                continue;
+            }
+            req = json_loads(v, 0, NULL);
+            json_object_set_new(out, name, json_pack("{s:I}", "rows",
+                (json_int_t)json_integer_value(json_object_get(req, "rows"))));
+            json_decref(req);
+        }
+    return out;
+}
+
 json_t *status_build(struct state *s, const struct config *c, struct err *e)
 {
     json_t *doc = json_object();
@@ -257,6 +284,7 @@ json_t *status_build(struct state *s, const struct config *c, struct err *e)
     jset(&b, doc, "conflicts", conflicts);
     jset(&b, doc, "dlq", dlq);
     jset(&b, doc, "parked", parked);
+    jset(&b, doc, "backfills", backfills_json(s, c));
     {
         char last_rec[512];
         /* "mapping=differing keys,..." from the daemon's periodic reconcile. */
@@ -392,6 +420,16 @@ int status_print_text(FILE *out, json_t *doc)
             jint(conflicts, "open"));
     fprintf(out, "dlq:       %" JSON_INTEGER_FORMAT " open\n",
             jint(dlq, "depth"));
+    if (json_object_size(json_object_get(doc, "backfills")) > 0) {
+        fprintf(out, "backfill:  ");
+        json_object_foreach(json_object_get(doc, "backfills"), k, v)
+            if (json_is_string(v))
+                fprintf(out, "%s done  ", k);
+            else
+                fprintf(out, "%s %" JSON_INTEGER_FORMAT " rows so far  ", k,
+                        json_integer_value(json_object_get(v, "rows")));
+        fprintf(out, "\n");
+    }
     fprintf(out, "parked:    ");
     if (json_object_size(parked) == 0) {
         fprintf(out, "none\n");

@@ -48,6 +48,10 @@ check "chunks were journaled between watermarks" grep -q '"msg":"backfill chunk 
 check "rows changed inside a window were left to the stream" \
   bash -c "grep '\"msg\":\"backfill' '$WORK/tandem2.log' | grep -qv '\"changed_in_window\":\"0\"'"
 expect_eq "the request is closed" "done" "$(sq "select v from meta where k = 'backfill:t:a'")"
+"$TANDEM" status -c "$WORK/cfg2.json" >"$WORK/status.out"
+check "status shows the backfill" grep -q "^backfill:  t:a done" "$WORK/status.out"
+"$TANDEM" status --json -c "$WORK/cfg2.json" >"$WORK/status.json"
+expect_eq "status --json shows it" '"done"' "$(jq -c '.backfills["t:a"]' "$WORK/status.json")"
 expect_eq "nothing dead-lettered" 0 "$(sq "select count(*) from dlq")"
 
 # snapshot on a streaming mapping asks the running daemon for a backfill.
