@@ -317,6 +317,17 @@ static void add_row_json(struct pgsink *s, struct strbuf *b, const struct shape 
     strbuf_adds(b, m->nfields > 0 ? "))::text" : ")::text");
 }
 
+/* " WHERE k1 = $1 AND k2 = $2 ...": the row by its key parameters. */
+static void add_key_where(struct pgsink *s, struct strbuf *b, const struct shape *sh)
+{
+    for (size_t i = 0; i < sh->nkey; i++) {
+        strbuf_adds(b, i == 0 ? " WHERE " : " AND ");
+        add_ident(s, b, sh->keycols[i]);
+        strbuf_adds(b, " = ");
+        add_param(b, i + 1);
+    }
+}
+
 /* Parameters: keys $1.., set values, base values, version, tie-break, mode. */
 static void build_sql(struct pgsink *s, const struct shape *sh, struct strbuf *b)
 {
@@ -363,12 +374,17 @@ static void build_sql(struct pgsink *s, const struct shape *sh, struct strbuf *b
     strbuf_adds(b, " AND ");
     add_param(b, ptie);
     strbuf_adds(b, "::bool))))");
+    /* The write finds its row by key, not by the ctid cur read: when a
+     * user's transaction updated the row while cur waited for its lock,
+     * cur (FOR UPDATE) saw the newest version, but the write's snapshot
+     * only the old one; by key, PostgreSQL follows the update chain to the
+     * newest version and re-checks, so the write lands instead of being
+     * skipped. */
     if (sh->op == 'D') {
         strbuf_adds(b, ", w AS (DELETE FROM ");
         strbuf_adds(b, tbl);
-        strbuf_adds(b, " USING ok WHERE ");
-        strbuf_adds(b, tbl);
-        strbuf_adds(b, ".ctid = ok.c_tid RETURNING 1)");
+        add_key_where(s, b, sh);
+        strbuf_adds(b, " AND EXISTS (SELECT 1 FROM ok) RETURNING 1)");
     } else {
         strbuf_adds(b, ", u AS (UPDATE ");
         strbuf_adds(b, tbl);
@@ -380,9 +396,8 @@ static void build_sql(struct pgsink *s, const struct shape *sh, struct strbuf *b
             strbuf_adds(b, " = ");
             add_param(b, pset + i);
         }
-        strbuf_adds(b, " FROM ok WHERE ");
-        strbuf_adds(b, tbl);
-        strbuf_adds(b, ".ctid = ok.c_tid RETURNING 1), i AS (INSERT INTO ");
+        add_key_where(s, b, sh);
+        strbuf_adds(b, " AND EXISTS (SELECT 1 FROM ok) RETURNING 1), i AS (INSERT INTO ");
         strbuf_adds(b, tbl);
         strbuf_adds(b, " (");
         for (size_t i = 0; i < sh->nset; i++) {
