@@ -551,31 +551,40 @@ static int read_page(struct rrs *p, const struct rec_walk *w, struct rf_page *pg
 
 /* A key the server assigned stands for the side-a key it was created
  * for (the key cross-reference the writer keeps). */
+/* Records of a server that assigns its own ids pair with the other side's
+ * key through the key cross-reference: side b's id maps to side a's key;
+ * on side a, the canonical key is side b's (the postgres row's). Only
+ * mapped key fields are rewritten: an extra field would read as a
+ * difference. */
 static int translate_key(struct rrs *p, struct rf_record *r, struct err *e)
 {
+    const struct cfg_side *other = p->side == 'b' ? &p->m->a : &p->m->b;
     char buf[KEY_MAX];
-    json_t *ka, *v;
+    json_t *k, *v;
     size_t i;
     int rc;
 
-    if (p->st == NULL || p->side != 'b')
+    if (p->st == NULL)
         return 0;
-    rc = xref_get_a(p->st, p->m->name, r->key, buf, sizeof(buf), e);
+    rc = p->side == 'b' ? xref_get_a(p->st, p->m->name, r->key, buf, sizeof(buf), e)
+                        : xref_get_b(p->st, p->m->name, r->key, buf, sizeof(buf), e);
     if (rc == -ENOENT)
         return 0;
     if (rc != 0)
         return rc;
-    ka = json_loads(buf, 0, NULL);
-    if (!json_is_array(ka) || json_array_size(ka) != p->m->a.nkey) {
-        json_decref(ka);
+    k = json_loads(buf, 0, NULL);
+    if (!json_is_array(k) || json_array_size(k) != other->nkey) {
+        json_decref(k);
         return err_set(e, -EPROTO, "mapping %s: the key cross-reference of %s is"
                        " malformed", p->m->name, r->key);
     }
-    /* Only mapped key fields: an extra field would read as a difference. */
-    json_array_foreach(ka, i, v)
-        if (json_object_get(r->fields, p->m->a.key[i]) != NULL)
-            json_object_set(r->fields, p->m->a.key[i], v);
-    json_decref(ka);
+    json_array_foreach(k, i, v) {
+        const char *name = p->side == 'b' ? other->key[i]
+                                          : config_field_b_to_a(p->m, other->key[i]);
+        if (name != NULL && json_object_get(r->fields, name) != NULL)
+            json_object_set(r->fields, name, v);
+    }
+    json_decref(k);
     free(r->key);
     r->key = strdup(buf);
     return r->key ? 0 : err_set(e, -ENOMEM, "out of memory");

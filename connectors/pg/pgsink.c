@@ -242,7 +242,8 @@ static bool send_plain(struct pgsink *s, enum q_kind kind, const char *sql,
 struct shape {
     const struct cfg_mapping *m;
     const struct cfg_side *side;    /* the target side */
-    char op;                        /* 'U' (upsert, for I and U), 'D' */
+    char op;                        /* 'U' (upsert, for I and U), 'D', 'S' (a
+                                     * delete as the mapping's soft flag) */
     const char **keycols;           /* target names */
     size_t nkey;
     const char **setcols;           /* target names, values $nkey+1.. */
@@ -383,6 +384,14 @@ static void build_sql(struct pgsink *s, const struct shape *sh, struct strbuf *b
     if (sh->op == 'D') {
         strbuf_adds(b, ", w AS (DELETE FROM ");
         strbuf_adds(b, tbl);
+        add_key_where(s, b, sh);
+        strbuf_adds(b, " AND EXISTS (SELECT 1 FROM ok) RETURNING 1)");
+    } else if (sh->op == 'S') {
+        strbuf_adds(b, ", w AS (UPDATE ");
+        strbuf_adds(b, tbl);
+        strbuf_adds(b, " SET ");
+        add_ident(s, b, sh->m->soft_delete_field);
+        strbuf_adds(b, " = true");
         add_key_where(s, b, sh);
         strbuf_adds(b, " AND EXISTS (SELECT 1 FROM ok) RETURNING 1)");
     } else {
@@ -621,8 +630,9 @@ struct write_req {
 static int send_write(struct pgsink *s, const struct write_req *w, struct err *e)
 {
     const char *keycols[64], *setcols[128], *basecols[128], *k, *name;
-    struct shape sh = { w->m, w->t, w->op == CHANGE_DELETE ? 'D' : 'U', keycols, 0,
-                        setcols, 0, basecols, 0 };
+    struct shape sh = { w->m, w->t, w->op != CHANGE_DELETE ? 'U'
+                                    : w->m->deletes == CFG_DEL_SOFT ? 'S' : 'D',
+                        keycols, 0, setcols, 0, basecols, 0 };
     struct params p = { .n = 0 };
     char ver[24];
     json_t *v;
@@ -717,18 +727,25 @@ out:
     return rc;
 }
 
-static int send_truncate(struct pgsink *s, const struct cfg_side *t, struct err *e)
+static int send_truncate(struct pgsink *s, const struct cfg_mapping *m,
+                         const struct cfg_side *t, struct err *e)
 {
     char *tbl = pgconn_quote_table(s->conn, t->schema, t->relname), *sql = NULL;
+    char *flag = m->deletes == CFG_DEL_SOFT
+                 ? PQescapeIdentifier(s->conn, m->soft_delete_field, strlen(m->soft_delete_field))
+                 : NULL;
     int rc = 0;
 
     /* DELETE, not TRUNCATE: the peer's triggers and foreign keys see it
-     * like any other delete. */
-    if (tbl == NULL || asprintf(&sql, "DELETE FROM %s", tbl) < 0 ||
+     * like any other delete; with soft deletes every row gets the flag. */
+    if (tbl == NULL || (m->deletes == CFG_DEL_SOFT && flag == NULL) ||
+        (flag ? asprintf(&sql, "UPDATE %s SET %s = true", tbl, flag)
+              : asprintf(&sql, "DELETE FROM %s", tbl)) < 0 ||
         !send_plain(s, Q_PLAIN, sql, 0, NULL))
         rc = err_set(e, -EIO, "cannot send delete-all for %s", t->table);
     free(tbl);
     free(sql);
+    PQfreemem(flag);
     return rc;
 }
 
@@ -930,6 +947,9 @@ static int on_journal_change(const struct change *c, void *arg)
     if (m == NULL || !mapping_targets(s, m, c->endpoint, &t) || excluded(s, c->seq) ||
         held_by_parked_key(s, c, &retrying))
         return 0;
+    /* deletes "ignore": the peer keeps its row (SPEC §4). */
+    if ((c->op == CHANGE_DELETE || c->op == CHANGE_TRUNCATE) && m->deletes == CFG_DEL_IGNORE)
+        return 0;
     if ((rc = begin_if_needed(s)) != 0)
         return x->err = rc;
     /* A replay goes alone (not batched), so its outcome unparks the key. */
@@ -941,7 +961,7 @@ static int on_journal_change(const struct change *c, void *arg)
     }
     if ((rc = fast_flush(s)) != 0)
         return x->err = err_set(&x->e, rc, "cannot send buffered inserts");
-    rc = c->op == CHANGE_TRUNCATE ? send_truncate(s, t, &x->e)
+    rc = c->op == CHANGE_TRUNCATE ? send_truncate(s, m, t, &x->e)
                                   : send_change(s, c, m, t, &x->e);
     if (rc != 0)
         return x->err = rc;

@@ -377,14 +377,16 @@ static int resolve_id(struct op *op, struct err *e)
     json_t *ka;
     int rc;
 
+    /* The cross-reference pairs side a's key with side b's; a change
+     * carries the postgres side's key, the server's is the other one. */
     op->has_xref = false;
-    if (op->t == &op->m->b) {
-        rc = xref_get_b(op->s->st, op->mapping, op->key, buf, sizeof(buf), e);
-        if (rc == 0)
-            op->has_xref = true;
-        else if (rc != -ENOENT)
-            return rc;
-    }
+    rc = op->t == &op->m->b
+             ? xref_get_b(op->s->st, op->mapping, op->key, buf, sizeof(buf), e)
+             : xref_get_a(op->s->st, op->mapping, op->key, buf, sizeof(buf), e);
+    if (rc == 0)
+        op->has_xref = true;
+    else if (rc != -ENOENT)
+        return rc;
     ka = json_loads(op->has_xref ? buf : op->key, 0, NULL);
     if (!json_is_array(ka) || json_array_size(ka) == 0) {
         json_decref(ka);
@@ -722,11 +724,17 @@ static int read_record(struct op *op, const struct rest_resp *r, struct rf_recor
         *why = rec->error;
         return -EPROTO;
     }
-    /* Compare in side-a terms: a key the server assigned stands for ours. */
-    if (op->has_xref && op->t == &op->m->b) {
-        json_t *ka = json_loads(op->key, 0, NULL);
-        for (size_t i = 0; i < op->m->a.nkey && json_is_array(ka); i++)
-            json_object_set(rec->fields, op->m->a.key[i], json_array_get(ka, i));
+    /* Compare in the change's terms: a key the server assigned stands for
+     * the postgres side's key (the change's, in that side's key order). */
+    if (op->has_xref) {
+        const struct cfg_side *pg = op->t == &op->m->b ? &op->m->a : &op->m->b;
+        json_t *ka = json_loads(op->key, 0, NULL), *kv;
+
+        for (size_t i = 0; i < pg->nkey && json_is_array(ka); i++) {
+            const char *an = pg == &op->m->a ? pg->key[i] : rf_a_name(op->m, pg->key[i]);
+            if (an != NULL && (kv = json_array_get(ka, i)) != NULL)
+                json_object_set(rec->fields, an, kv);
+        }
         json_decref(ka);
     }
     kinds_learn(op->s, op, rec);
@@ -814,19 +822,15 @@ static void on_created(struct op *op, const struct rest_resp *r)
     struct rf_record rec = { 0 };
     const char *why = NULL;
     char kb[KEY_MAX];
-    const char *key_b = NULL;
+    const char *key_srv = NULL;
     struct err e = { 0 };
     int64_t ver = 0;
 
-    if (op->t != &op->m->b) {
-        succeed(op, 0);
-        return;
-    }
     if (r->body_len > 0 && read_record(op, r, &rec, &why) == 0) {
-        key_b = rec.key;
+        key_srv = rec.key;
         ver = rec.version_us;
     }
-    if (key_b == NULL && r->location != NULL && op->t->nkey == 1) {
+    if (key_srv == NULL && r->location != NULL && op->t->nkey == 1) {
         const char *slash = strrchr(r->location, '/');
         struct strbuf b;
         strbuf_init(&b);
@@ -836,14 +840,18 @@ static void on_created(struct op *op, const struct rest_resp *r)
         strbuf_addc(&b, ']');
         if (!b.failed && b.len < sizeof(kb)) {
             memcpy(kb, b.buf, b.len + 1);
-            key_b = kb;
+            key_srv = kb;
         }
         strbuf_free(&b);
     }
-    if (key_b != NULL && state_begin(s->st, &e) == 0) {
+    if (key_srv != NULL && state_begin(s->st, &e) == 0) {
+        bool rest_b = op->t == &op->m->b;
         int rc = 0;
-        if (strcmp(key_b, op->key) != 0)
-            rc = xref_put(s->st, op->mapping, op->key, key_b, &e);
+        /* Side a's key first. A pairing made stale by a create under the
+         * change's own key goes (side a: by pairing the key with itself). */
+        if (strcmp(key_srv, op->key) != 0 || (op->has_xref && !rest_b))
+            rc = rest_b ? xref_put(s->st, op->mapping, op->key, key_srv, &e)
+                        : xref_put(s->st, op->mapping, key_srv, op->key, &e);
         else if (op->has_xref)
             rc = xref_delete(s->st, op->mapping, op->key, &e);
         if (rc != 0 && rc != -ENOENT)

@@ -30,7 +30,8 @@
  * the state's random instance id and the change's journal sequence, the
  * same on every retry. A server-assigned id from a create is saved in the
  * key cross-reference at once, so a later attempt updates instead of
- * creating. A create whose answer was lost (no answer, or a 5xx) is not
+ * creating (the resource may be side a or b: the cross-reference pairs
+ * side a's key with side b's, and changes carry the postgres side's). A create whose answer was lost (no answer, or a 5xx) is not
  * simply sent again: the record is first looked up by its key (found: the
  * create happened, compare; 404: create again). Creates carry the key in
  * the body and repeat their Idempotency-Key, so a server that honours

@@ -211,29 +211,33 @@ static int dead_letter(struct feed *f, const struct rf_record *r, struct err *e)
     return 0;
 }
 
-/* Replaces a server-assigned key with the side-a key it stands for. */
+/* Replaces a server-assigned key with the key of the postgres side (the
+ * peer) it stands for: changes carry that one. */
 static int translate_key(struct feed *f, struct rf_record *r, struct err *e)
 {
+    const struct cfg_side *pg = f->peer;
     char buf[4096];
     json_t *ka;
     size_t i;
     json_t *v;
     int rc;
 
-    if (f->sd != &f->m->b)
-        return 0;
-    rc = xref_get_a(f->src->st, f->m->name, r->key, buf, sizeof(buf), e);
+    rc = f->sd == &f->m->b ? xref_get_a(f->src->st, f->m->name, r->key, buf, sizeof(buf), e)
+                           : xref_get_b(f->src->st, f->m->name, r->key, buf, sizeof(buf), e);
     if (rc == -ENOENT)
         return 0;
     if (rc != 0)
         return rc;
     ka = json_loads(buf, 0, NULL);
-    if (!json_is_array(ka) || json_array_size(ka) != f->m->a.nkey) {
+    if (!json_is_array(ka) || json_array_size(ka) != pg->nkey) {
         json_decref(ka);
         return err_set(e, -EPROTO, "key cross-reference of %s is malformed", r->key);
     }
-    json_array_foreach(ka, i, v)
-        json_object_set(r->fields, f->m->a.key[i], v);
+    json_array_foreach(ka, i, v) {
+        const char *an = pg == &f->m->a ? pg->key[i] : rf_a_name(f->m, pg->key[i]);
+        if (an != NULL)
+            json_object_set(r->fields, an, v);
+    }
     json_decref(ka);
     free(r->key);
     r->key = strdup(buf);

@@ -12,8 +12,9 @@
  * (restsrc_durable), so the cursor never runs ahead of the journal (G1).
  * A short page means caught up: the next poll is poll_interval_ms later.
  *
- * Records are mapped to side-a names with canonical values; the key
- * through the key cross-reference when the server assigned it. A record
+ * Records are mapped to side-a names with canonical values; a key the
+ * server assigned becomes the postgres side's key it stands for (the key
+ * cross-reference, whichever side the resource is). A record
  * whose values equal the shadow (or a write of this endpoint's writer
  * still under way) is an echo of tandem's own write: the shadow's version
  * is updated, nothing is journaled (G4). A record older than the shadow's

@@ -36,10 +36,16 @@ struct ref {
     char res[64], field[64], parent[64];
 };
 
+/* --assign-ids RES: POST to RES ignores a body id and assigns the next
+ * integer id, as an API that owns its ids does. */
+#define MAX_ASSIGN 8
+
 struct sim {
     struct store *store;
     struct ref refs[MAX_REFS];
     int nrefs;
+    char assign[MAX_ASSIGN][64];
+    int nassign;
     struct faults *faults;
     bool verbose;
     atomic_bool stopping;
@@ -706,6 +712,9 @@ static enum MHD_Result do_write(struct ctx *c)
         w.op = !strcmp(c->method, "POST") ? STORE_POST :
                !strcmp(c->method, "PUT") ? STORE_PUT : STORE_PATCH;
     }
+    for (int i = 0; w.op == STORE_POST && i < c->sim->nassign; i++)
+        if (!strcmp(c->sim->assign[i], c->res))
+            json_object_del(body, "id");
     if (body != NULL && !refs_ok(c, body, &ret)) {
         json_decref(body);
         return ret;
@@ -1006,12 +1015,13 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: crmsim --listen HOST:PORT [--resources a,b,c] [--seed N] [--ref R.F=P]\n"
-            "              [--state FILE] [--verbose]\n"
+            "              [--assign-ids RES] [--state FILE] [--verbose]\n"
             "  --listen     address to serve on; port 0 picks a free one\n"
             "  --resources  collections to serve (default customers,accounts,invoices)\n"
             "  --seed       default seed of fault rules that name none (default 1)\n"
             "  --ref        RES.FIELD=PARENT: refuse (422) a write of RES whose FIELD names\n"
             "               no live PARENT record (repeatable)\n"
+            "  --assign-ids RES: POST to RES ignores a body id and assigns one (repeatable)\n"
             "  --state      SQLite file to keep records in across restarts\n"
             "  --verbose    one JSON line per request on stderr\n");
 }
@@ -1078,6 +1088,7 @@ int main(int argc, char **argv)
         { "state", required_argument, NULL, 'f' },
         { "verbose", no_argument, NULL, 'v' },
         { "ref", required_argument, NULL, 'R' },
+        { "assign-ids", required_argument, NULL, 'A' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -1096,7 +1107,7 @@ int main(int argc, char **argv)
     int n_res, opt, sig, port;
 
     memset(&sim, 0, sizeof(sim));
-    while ((opt = getopt_long(argc, argv, "l:r:s:f:vhR:", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "l:r:s:f:vhR:A:", opts, NULL)) != -1) {
         switch (opt) {
         case 'R': {
             struct ref *r = &sim.refs[sim.nrefs];
@@ -1110,6 +1121,16 @@ int main(int argc, char **argv)
             sim.nrefs++;
             break;
         }
+        case 'A':
+            if (sim.nassign == MAX_ASSIGN ||
+                sscanf(optarg, "%63[a-z0-9_-]", sim.assign[sim.nassign]) != 1 ||
+                strlen(optarg) != strlen(sim.assign[sim.nassign])) {
+                fatal("--assign-ids: expected a resource name (at most %d), got \"%s\"",
+                      MAX_ASSIGN, optarg);
+                return 2;
+            }
+            sim.nassign++;
+            break;
         case 'l': listen = optarg; break;
         case 'r': res_list = optarg; break;
         case 'f': state = optarg; break;
