@@ -288,11 +288,14 @@ static int on_timer_change(CURLM *multi, long timeout_ms, void *userp)
     struct rest_http *h = userp;
 
     (void)multi;
+    /* 0 ("now") stays 0: libuv runs the timer on the next loop pass, not
+     * from inside this callback. Rounding it up to 1 ms, as examples do,
+     * put a millisecond before every request (a bench measured 770
+     * writes/s with one in flight against a server doing 15k). */
     if (timeout_ms < 0)
         uv_timer_stop(&h->curl_timer);
     else
-        uv_timer_start(&h->curl_timer, on_curl_timer,
-                       timeout_ms == 0 ? 1 : (uint64_t)timeout_ms, 0);
+        uv_timer_start(&h->curl_timer, on_curl_timer, (uint64_t)timeout_ms, 0);
     return 0;
 }
 
