@@ -40,8 +40,19 @@ struct ref {
  * integer id, as an API that owns its ids does. */
 #define MAX_ASSIGN 8
 
+/* POSTs by Idempotency-Key: a repeated key gets the record the first POST
+ * created (as payment and CRM APIs do), not a second record. */
+#define IDEM_MAX 65536
+struct idem {
+    char *key;              /* "<resource> <Idempotency-Key>" */
+    char id[STORE_ID_MAX];
+};
+
 struct sim {
     struct store *store;
+    pthread_mutex_t idem_mu;
+    struct idem *idem;      /* IDEM_MAX slots, open addressing */
+    size_t nidem;
     struct ref refs[MAX_REFS];
     int nrefs;
     char assign[MAX_ASSIGN][64];
@@ -689,13 +700,88 @@ static bool refs_ok(struct ctx *c, const json_t *body, enum MHD_Result *ret)
     return true;
 }
 
-static enum MHD_Result do_write(struct ctx *c)
+static uint64_t idem_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+    return h;
+}
+
+/* The slot of key: its entry, or the empty slot where it goes. */
+static struct idem *idem_slot(struct sim *sim, const char *key)
+{
+    size_t i = idem_hash(key) & (IDEM_MAX - 1);
+
+    while (sim->idem[i].key != NULL && strcmp(sim->idem[i].key, key) != 0)
+        i = (i + 1) & (IDEM_MAX - 1);
+    return &sim->idem[i];
+}
+
+/* The id a POST with this key created earlier, into id; false if none. */
+static bool idem_get(struct sim *sim, const char *key, char *id, size_t cap)
+{
+    struct idem *e;
+    bool found;
+
+    pthread_mutex_lock(&sim->idem_mu);
+    e = idem_slot(sim, key);
+    found = e->key != NULL;
+    if (found)
+        snprintf(id, cap, "%s", e->id);
+    pthread_mutex_unlock(&sim->idem_mu);
+    return found;
+}
+
+static void idem_put(struct sim *sim, const char *key, const char *id)
+{
+    struct idem *e;
+
+    pthread_mutex_lock(&sim->idem_mu);
+    e = idem_slot(sim, key);
+    if (e->key == NULL && sim->nidem < IDEM_MAX / 2 && (e->key = strdup(key)) != NULL) {
+        snprintf(e->id, sizeof(e->id), "%s", id);
+        sim->nidem++;
+    }
+    pthread_mutex_unlock(&sim->idem_mu);
+}
+
+static void idem_clear(struct sim *sim)
+{
+    pthread_mutex_lock(&sim->idem_mu);
+    for (size_t i = 0; i < IDEM_MAX; i++) {
+        free(sim->idem[i].key);
+        sim->idem[i].key = NULL;
+    }
+    sim->nidem = 0;
+    pthread_mutex_unlock(&sim->idem_mu);
+}
+
+/* A POST repeating an Idempotency-Key: the first POST's record, 201. */
+static bool idem_replay(struct ctx *c, const char *ikey, enum MHD_Result *ret)
+{
+    char id[STORE_ID_MAX], etag[160];
+    struct simerr e = { 0 };
+    struct hdrs h = { 0 };
+    json_t *rec;
+
+    if (!idem_get(c->sim, ikey, id, sizeof(id)) || store_get(c->sim->store, c->res, id, &rec, &e) < 0)
+        return false;
+    snprintf(etag, sizeof(etag), "\"%s\"", json_string_value(json_object_get(rec, "_rev")));
+    h.etag = etag;
+    *ret = reply_json(c, 201, rec, &h);
+    return true;
+}
+
+static enum MHD_Result do_write(struct ctx *c, const struct fault_plan *p)
 {
     struct store_write w = { .res = c->res };
     struct simerr e = { 0 };
     enum MHD_Result ret = MHD_NO;
     json_t *body = NULL, *rec = NULL;
     char rev[128], etag[160], loc[STORE_ID_MAX * 3 + 80], key[STORE_ID_MAX];
+    char ikey[512] = "";
     struct hdrs h = { 0 };
     bool created = false;
     int rc;
@@ -727,10 +813,26 @@ static enum MHD_Result do_write(struct ctx *c)
         return reply_err(c, 400, NULL, "rev: bad percent-encoding");
     }
     w.rev_param = rc == 1 ? rev : NULL;
+    if (w.op == STORE_POST && header(c, "Idempotency-Key") != NULL) {
+        snprintf(ikey, sizeof(ikey), "%s %s", c->res, header(c, "Idempotency-Key"));
+        if (idem_replay(c, ikey, &ret)) {
+            json_decref(body);
+            return ret;
+        }
+    }
     rc = store_write(c->sim->store, &w, &rec, &created, &e);
     json_decref(body);
     if (rc < 0)
         return reply_simerr(c, &e);
+    if (ikey[0] != '\0' &&
+        id_canonical(json_object_get(rec, "id"), key, sizeof(key)) == 0)
+        idem_put(c->sim, ikey, key);
+    if (p->lost_reply) {
+        /* Applied, but the client never hears of it. */
+        json_decref(rec);
+        c->fault = "lost_reply";
+        return hang_up(c, "lost_reply");
+    }
     snprintf(etag, sizeof(etag), "\"%s\"",
              json_string_value(json_object_get(rec, "_rev")));
     h.etag = etag;
@@ -779,6 +881,7 @@ static enum MHD_Result do_admin(struct ctx *c)
         if (store_reset(c->sim->store, &e) < 0)
             return reply_simerr(c, &e);
         faults_clear(c->sim->faults);
+        idem_clear(c->sim);
         stats_reset(c->sim);
         return reply_json(c, 200, json_pack("{s:b}", "ok", 1), NULL);
     case R_ADMIN_FAULTS:
@@ -865,11 +968,11 @@ static enum MHD_Result dispatch(struct ctx *c)
     case R_COLLECTION:
         if (!strcmp(c->method, "GET"))
             return do_feed(c, &plan);
-        return do_write(c);
+        return do_write(c, &plan);
     case R_ITEM:
         if (!strcmp(c->method, "GET"))
             return do_get(c);
-        return do_write(c);
+        return do_write(c, &plan);
     case R_CHANGES:
     case R_RES_CHANGES:
         return do_changes(c, &plan);
@@ -1169,6 +1272,11 @@ int main(int argc, char **argv)
         return 1;
     }
     pthread_mutex_init(&sim.stats_mu, NULL);
+    pthread_mutex_init(&sim.idem_mu, NULL);
+    if ((sim.idem = calloc(IDEM_MAX, sizeof(*sim.idem))) == NULL) {
+        fatal("out of memory");
+        return 1;
+    }
     pthread_mutex_init(&sim.log_mu, NULL);
     atomic_init(&sim.stopping, false);
 
@@ -1220,6 +1328,8 @@ int main(int argc, char **argv)
     atomic_store(&sim.stopping, true);
     MHD_stop_daemon(d);
     faults_free(sim.faults);
+    idem_clear(&sim);
+    free(sim.idem);
     store_free(sim.store);
     json_decref(sim.stats);
     pthread_mutex_destroy(&sim.stats_mu);

@@ -10,13 +10,13 @@
 #define FAULTS_MAX 64
 
 enum kind { K_DROP, K_TIMEOUT, K_RATE_LIMIT, K_ERROR, K_MALFORMED, K_DUPLICATE,
-            K_BACKWARDS, K_DRAW, K_COUNT };
+            K_BACKWARDS, K_LOST_REPLY, K_DRAW, K_COUNT };
 
 static const char *const rate_keys[] = {
     [K_DROP] = "drop_rate", [K_TIMEOUT] = "timeout_rate",
     [K_RATE_LIMIT] = "rate_limit_rate", [K_ERROR] = "error_rate",
     [K_MALFORMED] = "malformed_rate", [K_DUPLICATE] = "duplicate_rate",
-    [K_BACKWARDS] = "backwards_rate",
+    [K_BACKWARDS] = "backwards_rate", [K_LOST_REPLY] = "lost_reply_rate",
 };
 
 struct rule {
@@ -219,6 +219,7 @@ void faults_decide(struct faults *f, const char *route, const char *path,
     p->error = uniform(seed, n, K_ERROR) < rate[K_ERROR];
     p->malformed = uniform(seed, n, K_MALFORMED) < rate[K_MALFORMED];
     p->backwards = uniform(seed, n, K_BACKWARDS) < rate[K_BACKWARDS];
+    p->lost_reply = uniform(seed, n, K_LOST_REPLY) < rate[K_LOST_REPLY];
     p->draw = mix64(mix64(seed) ^ mix64(n * 0x100 + K_DRAW));
     if (uniform(seed, n, K_DUPLICATE) < rate[K_DUPLICATE])
         p->duplicate = 1 + (int)(p->draw % 3);

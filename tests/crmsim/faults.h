@@ -29,6 +29,8 @@ struct fault_plan {
     bool matched;
     long latency_ms, hang_ms;
     bool drop, timeout, rate_limit, error, malformed, backwards;
+    bool lost_reply;        /* a write is applied, then the connection is
+                             * closed without the answer */
     int duplicate;          /* records to repeat, 0 = none */
     uint64_t draw;          /* extra randomness: which record, how far back */
 };

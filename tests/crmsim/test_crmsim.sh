@@ -542,6 +542,22 @@ check "parallel writers: unique ids" 150 "$(vals id "$BODY" | sort -u | wc -l | 
 if vals updated_at "$BODY" | sorted_strictly; then ok "parallel writers: updated_at strictly increasing"; else fail "parallel writers: updated_at strictly increasing"; fi
 check "ids restart at 1 after reset" 1 "$(vals id "$BODY" | sort -n | head -n1)"
 
+# --------------------------------------- Idempotency-Key, lost replies
+jw POST /accounts '{"title":"once"}' -H 'Idempotency-Key: k-1'
+ID1=$(val id "$BODY")
+jw POST /accounts '{"title":"once"}' -H 'Idempotency-Key: k-1'
+check "a repeated Idempotency-Key returns the first record" "201 $ID1" "$CODE $(val id "$BODY")"
+jw POST /accounts '{"title":"twice"}' -H 'Idempotency-Key: k-2'
+check "another key creates another record" 201 "$CODE"
+[ "$(val id "$BODY")" != "$ID1" ] && ok "another key, another id" || fail "another key, another id"
+faults '{"route":"POST /accounts","lost_reply_rate":1}'
+jw POST /accounts '{"title":"lost"}' -H 'Idempotency-Key: k-3'
+check "lost_reply: no answer" 000 "$CODE"
+curl -s -X DELETE "$BASE/_admin/faults" >/dev/null
+jw POST /accounts '{"title":"lost"}' -H 'Idempotency-Key: k-3'
+req GET /_admin/records/accounts
+check "lost_reply: the write was applied once, the retry finds it" 1 "$(count '"title":"lost"' "$BODY")"
+
 # ------------------------------------------------- SIGTERM during a hang
 faults '{"route":"GET /customers","timeout_rate":1}'
 curl -s -o /dev/null -m 20 "$BASE/customers" &

@@ -253,6 +253,20 @@ set +e
 "$TANDEM" reconcile -c "$WORK/cfg.json" -m leads >"$WORK/reconcile_leads.out" 2>&1; rc=$?
 set -e
 expect_eq "reconcile: leads agree through the cross-reference" 0 "$rc"
+# G3: creates whose answer is lost (the server applied them) are retried
+# with the same Idempotency-Key, so the server-assigned records are not
+# duplicated.
+curl -fsS -X POST -H 'Content-Type: application/json' "$CRM/_admin/faults" \
+  -d '{"route": "POST /leads", "seed": 5, "lost_reply_rate": 0.4}' >/dev/null
+pg_q "insert into leads select 2000000 + g, 'lost reply ' || g, 'l' || g || '@x' from generate_series(1, 30) g"
+eq_wait "every lost-reply lead in the CRM" 60 30 \
+  crm_q leads "count(*)" "where r->>'full_name' like 'lost reply %'"
+lost=$(curl -fsS "$CRM/_admin/stats" | jq '.faults.lost_reply // 0')
+check "answers were lost ($lost)" test "$lost" -gt 0
+curl -fsS -X DELETE "$CRM/_admin/faults" >/dev/null
+sleep 1
+expect_eq "no lead created twice" 30 "$(crm_q leads "count(*)" "where r->>'full_name' like 'lost reply %'")"
+expect_eq "each paired once" 30 "$(sq "select count(*) from xref where mapping = 'leads' and key_b like '[\"20000%'")"
 
 # ---- 4. 10k changes each way at once ----
 N=5000
