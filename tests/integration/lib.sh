@@ -122,6 +122,20 @@ psql_retry() {
   printf '%s\n' "$out" >&2; return 1
 }
 
+# crmsim_start ARGS...: starts the bundled CRM simulator ($CRMSIM) on a free
+# loopback port with ARGS; sets CRM to its base URL.
+crmsim_start() {
+  "$CRMSIM" --listen 127.0.0.1:0 "$@" >"$WORK/crm.out" 2>"$WORK/crmsim.log" &
+  DAEMONS+=($!)
+  wait_for "crmsim listening" 10 grep -q listening "$WORK/crm.out"
+  CRM="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$WORK/crm.out")"
+}
+
+# CRM_FEED: the updated_since feed of a crmsim resource, as a config member.
+CRM_FEED='"feed": { "style": "updated_since", "cursor_field": "updated_at",
+             "cursor_param": "updated_at_gte", "limit_param": "limit",
+             "offset_param": "offset", "deleted_field": "deleted" }'
+
 # start_tandem CONFIG LOG: runs `tandem run` in the background; sets TANDEM_PID.
 start_tandem() {
   "$TANDEM" run -c "$1" >>"$2" 2>&1 &

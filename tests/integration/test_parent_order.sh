@@ -13,13 +13,9 @@ pg_start A
 psql_on A -c "create table customers (id bigint primary key, name text);
               create table invoices (id bigint primary key,
                 customer_id bigint not null references customers (id), amount numeric)"
-"$CRMSIM" --listen 127.0.0.1:0 --resources customers,invoices >"$WORK/crm.out" 2>"$WORK/crmsim.log" &
-DAEMONS+=($!)
-wait_for "crmsim listening" 10 grep -q listening "$WORK/crm.out"
-CRM="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$WORK/crm.out")"
+crmsim_start --resources customers,invoices
 HTTP_PORT=$(free_port)
-feed='"feed": { "style": "updated_since", "cursor_field": "updated_at", "cursor_param": "updated_at_gte",
-                "limit_param": "limit", "offset_param": "offset", "deleted_field": "deleted" }'
+feed=$CRM_FEED
 cat >"$WORK/cfg.json" <<JSON
 { "name": "it", "state": { "path": "$WORK/state.db" },
   "http": { "listen": "127.0.0.1:$HTTP_PORT" },

@@ -13,10 +13,7 @@ psql_on A -c "create table customers (id bigint primary key, name text);
               create table invoices (id bigint primary key,
                 customer_id bigint not null references customers (id), amount numeric);
               alter table customers replica identity full; alter table invoices replica identity full"
-"$CRMSIM" --listen 127.0.0.1:0 --resources customers,invoices >"$WORK/crm.out" 2>"$WORK/crmsim.log" &
-DAEMONS+=($!)
-wait_for "crmsim listening" 10 grep -q listening "$WORK/crm.out"
-CRM="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$WORK/crm.out")"
+crmsim_start --resources customers,invoices
 write_config() { # FILE DEPENDS_ON
   cat >"$1" <<JSON
 { "name": "it", "state": { "path": "$WORK/state.db" }, "http": { "listen": "127.0.0.1:0" },

@@ -12,11 +12,7 @@ pg_start A
 psql_on A -c "create table customers (id bigint primary key, name text);
               create table invoices (id bigint primary key, customer_id bigint, amount numeric);
               alter table invoices replica identity full"
-"$CRMSIM" --listen 127.0.0.1:0 --resources customers,invoices --ref invoices.customer_id=customers \
-  >"$WORK/crm.out" 2>"$WORK/crmsim.log" &
-DAEMONS+=($!)
-wait_for "crmsim listening" 10 grep -q listening "$WORK/crm.out"
-CRM="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$WORK/crm.out")"
+crmsim_start --resources customers,invoices --ref invoices.customer_id=customers
 code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: application/json' \
   "$CRM/invoices/1000" -d '{"customer_id": 1000}')
 expect_eq "crmsim refuses an invoice without its customer" 422 "$code"

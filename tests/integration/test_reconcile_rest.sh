@@ -41,9 +41,7 @@ cat >"$WORK/cfg.json" <<JSON
     { "name": "customers",
       "a": { "endpoint": "app", "table": "public.customers", "key": ["id"] },
       "b": { "endpoint": "crm", "resource": "/customers", "key": ["id"],
-             "feed": { "style": "updated_since", "cursor_field": "updated_at",
-                       "cursor_param": "updated_at_gte", "limit_param": "limit",
-                       "offset_param": "offset", "deleted_field": "deleted" },
+             $CRM_FEED,
              "write": { "create": "POST", "update": "PATCH", "delete": "DELETE" } },
       "fields": { "id": "id", "name": "full_name", "email": "email", "balance": "balance" },
       "direction": "both", "conflict": { "strategy": "last_write_wins" } } ] }

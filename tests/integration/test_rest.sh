@@ -18,11 +18,7 @@ psql_on A -c "create table accounts (id text primary key, title text, score int)
               alter table accounts replica identity full"
 psql_on A -c "create table invoices (number text primary key, amount numeric)"
 
-"$CRMSIM" --listen 127.0.0.1:0 --seed 7 --resources customers,accounts,invoices \
-  >"$WORK/crm.out" 2>"$WORK/crmsim.log" &
-DAEMONS+=($!)
-wait_for "crmsim listening" 10 grep -q listening "$WORK/crm.out"
-CRM="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$WORK/crm.out")"
+crmsim_start --seed 7 --resources customers,accounts,invoices
 HTTP_PORT=$(free_port)
 
 write_config() { # FILE [CRM_URL]
@@ -40,9 +36,7 @@ write_config() { # FILE [CRM_URL]
     { "name": "customers",
       "a": { "endpoint": "app", "table": "public.customers", "key": ["id"] },
       "b": { "endpoint": "crm", "resource": "/customers", "key": ["id"],
-             "feed": { "style": "updated_since", "cursor_field": "updated_at",
-                       "cursor_param": "updated_at_gte", "limit_param": "limit",
-                       "offset_param": "offset", "deleted_field": "deleted" },
+             $CRM_FEED,
              "write": { "create": "POST", "update": "PATCH", "delete": "DELETE" } },
       "fields": { "id": "id", "name": "full_name", "email": "email", "balance": "balance" },
       "direction": "both", "conflict": { "strategy": "last_write_wins" } },

@@ -25,18 +25,11 @@ psql_on A -c "create table big (id bigint primary key, name text, n int);
               alter table big replica identity full"
 
 # leads: the server owns its ids (a POST's body id is ignored).
-"$CRMSIM" --listen 127.0.0.1:0 --seed 7 --assign-ids leads \
-  --resources notes_soft,notes_ign,notes_prop,amounts,leads,big \
-  >"$WORK/crm.out" 2>"$WORK/crmsim.log" &
-DAEMONS+=($!)
-wait_for "crmsim listening" 10 grep -q listening "$WORK/crm.out"
-CRM="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$WORK/crm.out")"
+crmsim_start --seed 7 --assign-ids leads --resources notes_soft,notes_ign,notes_prop,amounts,leads,big
 HTTP_PORT=$(free_port)
 
-FEED='"feed": { "style": "updated_since", "cursor_field": "updated_at",
-                "cursor_param": "updated_at_gte", "limit_param": "limit",
-                "offset_param": "offset", "deleted_field": "deleted" },
-      "write": { "create": "POST", "update": "PATCH", "delete": "DELETE" }'
+FEED="$CRM_FEED,
+      \"write\": { \"create\": \"POST\", \"update\": \"PATCH\", \"delete\": \"DELETE\" }"
 # rest_map NAME ENDPOINT DELETES [FIELDS]: PostgreSQL table NAME (side a)
 # with the resource /NAME (side b).
 rest_map() {

@@ -13,18 +13,13 @@ pg_start A
 for t in prio merge man plug; do
   psql_on A -c "create table $t (id bigint primary key, v text, w text); alter table $t replica identity full"
 done
-"$CRMSIM" --listen 127.0.0.1:0 --resources prio,merge,man,plug >"$WORK/crm.out" 2>"$WORK/crmsim.log" &
-DAEMONS+=($!)
-wait_for "crmsim listening" 10 grep -q listening "$WORK/crm.out"
-CRM="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$WORK/crm.out")"
+crmsim_start --resources prio,merge,man,plug
 mapping() { # NAME CONFLICT
   cat <<JSON
     { "name": "$1",
       "a": { "endpoint": "app", "table": "public.$1", "key": ["id"] },
       "b": { "endpoint": "crm", "resource": "/$1", "key": ["id"],
-             "feed": { "style": "updated_since", "cursor_field": "updated_at",
-                       "cursor_param": "updated_at_gte", "limit_param": "limit",
-                       "offset_param": "offset", "deleted_field": "deleted" },
+             $CRM_FEED,
              "write": { "create": "PUT", "update": "PATCH", "delete": "DELETE" } },
       "fields": { "id": "id", "v": "v", "w": "w" }, "direction": "both",
       "conflict": $2 }

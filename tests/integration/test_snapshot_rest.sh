@@ -10,10 +10,7 @@ CRMSIM=${CRMSIM:-${2:-}}
 pg_start A
 psql_on A -c "create table customers (id bigint primary key, name text); alter table customers replica identity full;
               insert into customers select g, 'pg ' || g from generate_series(1, 1500) g"
-"$CRMSIM" --listen 127.0.0.1:0 --resources customers >"$WORK/crm.out" 2>"$WORK/crmsim.log" &
-DAEMONS+=($!)
-wait_for "crmsim listening" 10 grep -q listening "$WORK/crm.out"
-CRM="http://$(sed -n 's/.*"listening":"\([^"]*\)".*/\1/p' "$WORK/crm.out")"
+crmsim_start --resources customers
 for i in 1 2 3; do
   curl -fsS -X PUT -H 'Content-Type: application/json' "$CRM/customers/$i" -d "{\"name\": \"pg $i\"}" >/dev/null
 done
@@ -28,9 +25,7 @@ cat >"$WORK/cfg.json" <<JSON
     { "name": "customers",
       "a": { "endpoint": "app", "table": "public.customers", "key": ["id"] },
       "b": { "endpoint": "crm", "resource": "/customers", "key": ["id"],
-             "feed": { "style": "updated_since", "cursor_field": "updated_at",
-                       "cursor_param": "updated_at_gte", "limit_param": "limit",
-                       "offset_param": "offset", "deleted_field": "deleted" },
+             $CRM_FEED,
              "write": { "create": "PUT", "update": "PATCH", "delete": "DELETE" } },
       "fields": { "id": "id", "name": "name" }, "direction": "both" } ] }
 JSON
