@@ -43,11 +43,12 @@ int deps_cycles(size_t n, const struct dep_edge *edges, size_t nedges, bool self
     size_t *stk = calloc(n ? n : 1, sizeof(size_t));
     size_t *next = calloc(n ? n : 1, sizeof(size_t));  /* next edge to follow */
     size_t *pos = calloc(n ? n : 1, sizeof(size_t));   /* where on the path */
-    int found = -ENOMEM;
+    int found = -EINVAL;
 
     for (size_t i = 0; i < nedges; i++)
         if (edges[i].child >= n || edges[i].parent >= n)
             goto out;
+    found = -ENOMEM;
     if (color == NULL || stk == NULL || next == NULL || pos == NULL ||
         adjacency_build(n, edges, nedges, &a) != 0)
         goto out;

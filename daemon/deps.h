@@ -23,7 +23,8 @@ struct dep_edge {
  * the first. Edges of a node to itself count only when self_loops (a
  * table referencing itself is no cycle: rows of one mapping keep their
  * source order; a mapping declared to depend on itself is). Returns the
- * number of cycles reported, or -ENOMEM. */
+ * number of cycles reported, -EINVAL for an edge naming no node, or
+ * -ENOMEM. */
 typedef void (*deps_cycle_fn)(const size_t *cycle, size_t len, void *arg);
 int deps_cycles(size_t n, const struct dep_edge *edges, size_t nedges, bool self_loops,
                 deps_cycle_fn fn, void *arg);
