@@ -43,6 +43,7 @@ struct backfill {
     struct chunk_row *rows;
     size_t nrows;
     bool pending;               /* some request is not done */
+    int inflight;               /* queries whose callback has not run */
 };
 
 static int64_t wall_us(void)
@@ -270,14 +271,28 @@ static int take_rows(struct backfill *b, PGresult *r)
 static void on_high_sent(void *arg, PGresult *res, const char *errmsg);
 static void on_chunk_read(void *arg, PGresult *res, const char *errmsg);
 
-/* Freed by the callback of the query in flight when closing. */
+/* Every query's callback starts here: when b is closing, the last one
+ * to return frees it and none goes on. */
 static bool closed_meanwhile(struct backfill *b)
 {
+    b->inflight--;
     if (!b->closing)
         return false;
-    rows_clear(b);
-    free(b);
+    if (b->inflight == 0) {
+        rows_clear(b);
+        free(b);
+    }
     return true;
+}
+
+static int start_query(struct backfill *b, const char *sql, int n, const char *const *params,
+                       pgquery_cb cb)
+{
+    b->inflight++;
+    if (pgquery_start(b->loop, side_of(b->m, b->side)->ep, sql, n, params, cb, b) == 0)
+        return 0;
+    b->inflight--;
+    return -ENOMEM;
 }
 
 static void send_marker(struct backfill *b, char kind, pgquery_cb cb)
@@ -287,9 +302,8 @@ static void send_marker(struct backfill *b, char kind, pgquery_cb cb)
 
     snprintf(text, sizeof(text), "%c %s %s", kind, b->id, b->m->name);
     set_phase(b, kind == 'L' ? BF_LOW : BF_HIGH);
-    if (pgquery_start(b->loop, side_of(b->m, b->side)->ep,
-                      "SELECT pg_logical_emit_message(false, '" PGSRC_WM_PREFIX "', $1)::text",
-                      1, params, cb, b) != 0)
+    if (start_query(b, "SELECT pg_logical_emit_message(false, '" PGSRC_WM_PREFIX "', $1)::text",
+                    1, params, cb) != 0)
         fail_chunk(b, "cannot write a backfill watermark", "out of memory");
 }
 
@@ -317,9 +331,8 @@ static void on_low_sent(void *arg, PGresult *res, const char *errmsg)
             params[i] = json_string_value(v);
     sql = chunk_sql(b->m, b->side, json_is_array(after));
     set_phase(b, BF_READ);
-    if (sql == NULL || pgquery_start(b->loop, side_of(b->m, b->side)->ep, sql,
-                                     json_is_array(after) ? (int)json_array_size(after) : 0,
-                                     params, on_chunk_read, b) != 0)
+    if (sql == NULL || start_query(b, sql, json_is_array(after) ? (int)json_array_size(after) : 0,
+                                   params, on_chunk_read) != 0)
         fail_chunk(b, "cannot read a backfill chunk", "out of memory");
     free(sql);
     json_decref(after);
@@ -349,14 +362,13 @@ static void on_high_sent(void *arg, PGresult *res, const char *errmsg)
 {
     struct backfill *b = arg;
 
-    if (closed_meanwhile(b))
-        return;
+    if (closed_meanwhile(b) || b->phase != BF_HIGH)
+        return;     /* the stream brought the watermark first: done already */
     if (res == NULL) {
         fail_chunk(b, "cannot write a backfill watermark", errmsg);
         return;
     }
-    if (b->phase == BF_HIGH)
-        set_phase(b, BF_WAIT_HIGH);
+    set_phase(b, BF_WAIT_HIGH);
 }
 
 /* ---- the high watermark in the stream ---- */
@@ -515,10 +527,9 @@ void backfill_close(struct backfill *b)
 {
     if (b == NULL)
         return;
-    if (b->phase == BF_LOW || b->phase == BF_READ || b->phase == BF_HIGH) {
-        b->closing = true;      /* the query's callback frees it */
-        return;
-    }
+    b->closing = true;
+    if (b->inflight > 0)
+        return;     /* the last query's callback frees it */
     rows_clear(b);
     free(b);
 }
