@@ -70,6 +70,38 @@ int shadow_get(struct state *s, const char *mapping, const char *key,
     return rc;
 }
 
+int shadow_put_side(struct state *s, const char *mapping, const char *key,
+                    const struct shadow *sh, char side, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (mapping == NULL || key == NULL || sh == NULL || (side != 'a' && side != 'b'))
+        return err_set(e, -EINVAL, "shadow_put_side: missing mapping, key or side");
+    rc = state_stmt(s, ST_SH_PUT_SIDE,
+                    "INSERT INTO shadow (mapping, key, hash, fields, version_a_us,"
+                    " version_b_us, tombstone, updated_at_us)"
+                    " VALUES (?1, ?2, ?3, ?4, CASE WHEN ?9 = 'a' THEN ?5 ELSE 0 END,"
+                    " CASE WHEN ?9 = 'b' THEN ?6 ELSE 0 END, ?7, ?8)"
+                    " ON CONFLICT (mapping, key) DO UPDATE SET"
+                    " hash = excluded.hash, fields = excluded.fields,"
+                    " version_a_us = CASE WHEN ?9 = 'a' THEN excluded.version_a_us"
+                    " ELSE shadow.version_a_us END,"
+                    " version_b_us = CASE WHEN ?9 = 'b' THEN excluded.version_b_us"
+                    " ELSE shadow.version_b_us END,"
+                    " tombstone = excluded.tombstone,"
+                    " updated_at_us = excluded.updated_at_us", &st, e);
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "shadow put side", "ttttllblt", mapping, key, sh->hash,
+                    sh->fields, sh->version_a_us, sh->version_b_us,
+                    (int)sh->tombstone, state_now_us(s), side == 'a' ? "a" : "b");
+    if (rc == 0)
+        rc = state_step_done(s, st, e, "shadow put side");
+    state_stmt_done(s, ST_SH_PUT_SIDE, st);
+    return rc;
+}
+
 int shadow_put(struct state *s, const char *mapping, const char *key,
                const struct shadow *sh, struct err *e)
 {

@@ -23,6 +23,12 @@ struct shadow {
 int shadow_get(struct state *s, const char *mapping, const char *key,
                struct shadow *out, struct err *e);
 
+/* Like shadow_put, but only side's version ('a' or 'b') is taken from sh;
+ * an existing shadow keeps the other side's version (a new one gets 0).
+ * One statement where a get and a put would be two (a writer's inserts). */
+int shadow_put_side(struct state *s, const char *mapping, const char *key,
+                    const struct shadow *sh, char side, struct err *e);
+
 /* Inserts or replaces the shadow of (mapping, key). */
 int shadow_put(struct state *s, const char *mapping, const char *key,
                const struct shadow *sh, struct err *e);

@@ -77,6 +77,7 @@ enum state_stmt_id {
     ST_DLQ_COUNT_KEY,
     ST_DLQ_LIST_WAITING,
     ST_DLQ_EXISTING,
+    ST_SH_PUT_SIDE,
     ST_DLQ_SET_OPEN,
     ST_PK_PARK,
     ST_PK_UNPARK,

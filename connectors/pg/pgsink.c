@@ -535,6 +535,17 @@ static json_t *advance_shadow(struct pgsink *s, const struct change *c,
     const struct cfg_mapping *m = config_mapping(s->cfg, c->mapping);
 
     *tombstone_before = false;
+    from_a = m != NULL && strcmp(m->a.endpoint, c->endpoint) == 0;
+    if (c->op == CHANGE_INSERT) {
+        /* An insert carries every field and is compared with no base: the
+         * old shadow is not needed, only the other side's version kept. */
+        next.fields = (char *)c->fields;
+        canon_hash(fields, next.hash);
+        next.version_a_us = next.version_b_us = c->version_us;
+        if (state_begin(s->st, NULL) == 0)
+            shadow_put_side(s->st, c->mapping, c->key, &next, from_a ? 'a' : 'b', NULL);
+        return NULL;
+    }
     if (shadow_get(s->st, c->mapping, c->key, &old, NULL) == 0) {
         base = old.fields ? json_loads(old.fields, 0, NULL) : NULL;
         *tombstone_before = old.tombstone;
@@ -547,7 +558,6 @@ static json_t *advance_shadow(struct pgsink *s, const struct change *c,
     next.fields = json_dumps(merged, JSON_COMPACT);
     canon_hash(merged, next.hash);
     next.tombstone = c->op == CHANGE_DELETE;
-    from_a = m != NULL && strcmp(m->a.endpoint, c->endpoint) == 0;
     if (from_a)
         next.version_a_us = c->version_us;
     else

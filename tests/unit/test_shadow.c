@@ -101,6 +101,34 @@ static void test_shadow_put_get(void **ctx)
     assert_int_equal(shadow_get(fx->s, "orders", "[\"1\"]", &got, &e), -ENOENT);
 }
 
+/* shadow_put_side takes one side's version and keeps the other's. */
+static void test_shadow_put_side(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct shadow sh = {0}, got = {0};
+
+    memset(sh.hash, 'b', SHADOW_HASH_LEN);
+    sh.fields = "{\"id\":\"7\"}";
+    sh.version_a_us = sh.version_b_us = 50;
+    assert_int_equal(shadow_put_side(fx->s, "m", "[\"7\"]", &sh, 'a', &e), 0);
+    assert_int_equal(shadow_get(fx->s, "m", "[\"7\"]", &got, &e), 0);
+    assert_int_equal(got.version_a_us, 50);
+    assert_int_equal(got.version_b_us, 0);      /* new: the other side unknown */
+    shadow_clear(&got);
+    sh.fields = "{\"id\":\"7\",\"v\":\"x\"}";
+    sh.version_a_us = sh.version_b_us = 70;
+    sh.tombstone = true;
+    assert_int_equal(shadow_put_side(fx->s, "m", "[\"7\"]", &sh, 'b', &e), 0);
+    assert_int_equal(shadow_get(fx->s, "m", "[\"7\"]", &got, &e), 0);
+    assert_int_equal(got.version_a_us, 50);     /* kept */
+    assert_int_equal(got.version_b_us, 70);
+    assert_true(got.tombstone);
+    assert_string_equal(got.fields, "{\"id\":\"7\",\"v\":\"x\"}");
+    shadow_clear(&got);
+    assert_int_equal(shadow_put_side(fx->s, "m", "[\"7\"]", &sh, 'c', &e), -EINVAL);
+}
+
 static void test_shadow_replace_tombstone(void **ctx)
 {
     struct fx *fx = *ctx;
@@ -328,6 +356,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_shadow_put_get),
+        T(test_shadow_put_side),
         T(test_shadow_replace_tombstone),
         T(test_shadow_scan),
         T(test_xref),
