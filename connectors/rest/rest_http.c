@@ -735,6 +735,26 @@ int rest_http_new(struct rest_http **out, uv_loop_t *loop,
     return 0;
 }
 
+const char *rest_etag_revision(const char *etag, char *buf, size_t cap)
+{
+    size_t n;
+
+    if (etag == NULL || cap == 0)
+        return NULL;
+    if (strncmp(etag, "W/", 2) == 0)
+        etag += 2;
+    n = strlen(etag);
+    if (n >= 2 && etag[0] == '"' && etag[n - 1] == '"') {
+        etag++;
+        n -= 2;
+    }
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(buf, etag, n);
+    buf[n] = '\0';
+    return buf;
+}
+
 int rest_http_url(struct strbuf *out, const struct cfg_endpoint *ep,
                   const char *path, const char *query)
 {

@@ -93,6 +93,10 @@ void rest_http_cancel(struct rest_http *h, struct rest_req *req);
 int rest_http_in_flight(const struct rest_http *h);
 int rest_http_queued(const struct rest_http *h);
 
+/* The revision an ETag names: without a weak "W/" prefix and quotes, into
+ * buf (cut at cap - 1). Returns buf, or NULL when etag is NULL. */
+const char *rest_etag_revision(const char *etag, char *buf, size_t cap);
+
 /* base_url + path (+ "?" query when query is not NULL/empty) into out. */
 int rest_http_url(struct strbuf *out, const struct cfg_endpoint *ep,
                   const char *path, const char *query);

@@ -84,25 +84,7 @@ static int item_url(struct restcanary *c, const char *id, const char *query)
 /* The revision from the read: the record's field, else the ETag bare. */
 static const char *revision(const struct restcanary *c, char *buf, size_t cap)
 {
-    const char *t = c->etag;
-    size_t n;
-
-    if (c->rev != NULL)
-        return c->rev;
-    if (t == NULL)
-        return NULL;
-    if (strncmp(t, "W/", 2) == 0)
-        t += 2;
-    n = strlen(t);
-    if (n >= 2 && t[0] == '"' && t[n - 1] == '"') {
-        t++;
-        n -= 2;
-    }
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(buf, t, n);
-    buf[n] = '\0';
-    return buf;
+    return c->rev != NULL ? c->rev : rest_etag_revision(c->etag, buf, cap);
 }
 
 /* {"<key field>": key} for a create, {"<flag>": true} for a soft delete,

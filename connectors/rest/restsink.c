@@ -428,25 +428,7 @@ enum body_mode { B_CREATE, B_PATCH, B_PUT, B_SOFT };
  * ETag without quotes. */
 static const char *revision(struct op *op, char *buf, size_t cap)
 {
-    size_t n;
-
-    if (op->rev != NULL)
-        return op->rev;
-    if (op->etag == NULL)
-        return NULL;
-    const char *t = op->etag;
-    if (strncmp(t, "W/", 2) == 0)
-        t += 2;
-    n = strlen(t);
-    if (n >= 2 && t[0] == '"' && t[n - 1] == '"') {
-        t++;
-        n -= 2;
-    }
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(buf, t, n);
-    buf[n] = '\0';
-    return buf;
+    return op->rev != NULL ? op->rev : rest_etag_revision(op->etag, buf, cap);
 }
 
 static int add_field(struct op *op, struct strbuf *b, bool *first, const char *tname,
