@@ -2065,19 +2065,13 @@ static void cfg_report_cycle(const size_t *cycle, size_t len, void *arg)
 
 static void cfg_check_cycles(struct cfg_ctx *x, struct config *c)
 {
-    size_t ne = 0, k = 0;
-    struct dep_edge *edges;
+    struct dep_edge *edges = cfg_calloc(x, deps_declared(c, NULL) + 1, sizeof(*edges));
     struct cfg_cycles cc = { x, c };
+    size_t k;
 
-    for (size_t i = 0; i < c->nmappings; i++)
-        ne += c->mappings[i].ndepends_on;
-    if ((edges = cfg_calloc(x, ne ? ne : 1, sizeof(*edges))) == NULL)
+    if (edges == NULL)
         return;
-    for (size_t i = 0; i < c->nmappings; i++)
-        for (size_t j = 0; j < c->mappings[i].ndepends_on; j++)
-            if (c->mappings[i].depends_on[j].parent != NULL)
-                edges[k++] = (struct dep_edge){ i, (size_t)(c->mappings[i].depends_on[j].parent -
-                                                            c->mappings) };
+    k = deps_declared(c, edges);
     if (deps_cycles(c->nmappings, edges, k, true, cfg_report_cycle, &cc) < 0)
         x->oom = true;
     free(edges);

@@ -93,6 +93,23 @@ out:
     return found;
 }
 
+size_t deps_declared(const struct config *c, struct dep_edge *out)
+{
+    size_t k = 0;
+
+    for (size_t i = 0; i < c->nmappings; i++)
+        for (size_t j = 0; j < c->mappings[i].ndepends_on; j++) {
+            const struct cfg_mapping *p = c->mappings[i].depends_on[j].parent;
+
+            if (p == NULL)
+                continue;
+            if (out != NULL)
+                out[k] = (struct dep_edge){ i, (size_t)(p - c->mappings) };
+            k++;
+        }
+    return k;
+}
+
 /* The mapping whose side on ep is the table schema.relname, if any. */
 static long mapping_of_table(const struct config *c, const struct cfg_endpoint *ep,
                              const char *schema, const char *relname)
@@ -174,19 +191,13 @@ static void first_cycle_text(const size_t *cycle, size_t len, void *arg)
 bool deps_cycle_text(const struct config *c, const struct dep_edge *extra, size_t nextra,
                      char *text, size_t cap)
 {
-    size_t ne = nextra, k = 0;
-    struct dep_edge *all;
+    size_t k = deps_declared(c, NULL);
+    struct dep_edge *all = calloc(k + nextra + 1, sizeof(*all));
     struct cycle_text t = { c, text, cap, false };
 
-    for (size_t i = 0; i < c->nmappings; i++)
-        ne += c->mappings[i].ndepends_on;
-    if ((all = calloc(ne ? ne : 1, sizeof(*all))) == NULL)
+    if (all == NULL)
         return false;
-    for (size_t i = 0; i < c->nmappings; i++)
-        for (size_t j = 0; j < c->mappings[i].ndepends_on; j++)
-            if (c->mappings[i].depends_on[j].parent != NULL)
-                all[k++] = (struct dep_edge){ i, (size_t)(c->mappings[i].depends_on[j].parent -
-                                                          c->mappings) };
+    k = deps_declared(c, all);
     for (size_t i = 0; i < nextra; i++)
         if (extra[i].child != extra[i].parent)      /* a table referencing itself */
             all[k++] = extra[i];

@@ -29,6 +29,10 @@ typedef void (*deps_cycle_fn)(const size_t *cycle, size_t len, void *arg);
 int deps_cycles(size_t n, const struct dep_edge *edges, size_t nedges, bool self_loops,
                 deps_cycle_fn fn, void *arg);
 
+/* The declared depends_on of every mapping as edges into out (room for
+ * deps_declared(c, NULL) of them); returns how many. */
+size_t deps_declared(const struct config *c, struct dep_edge *out);
+
 /* The foreign keys of ep's database between tables that mappings write
  * there, as edges (child mapping -> parent mapping), appended to *edges
  * (realloc'd; *n counts them). A foreign key whose columns are not all
