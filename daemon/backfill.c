@@ -23,8 +23,8 @@
 enum bf_phase { BF_IDLE, BF_LOW, BF_READ, BF_HIGH, BF_WAIT_HIGH };
 
 struct chunk_row {
-    char *key;                  /* canonical key (JSON array of texts) */
-    char *keyv;                 /* the key column texts as a JSON array, for "after" */
+    char *key;                  /* canonical key: the key column texts as a JSON
+                                 * array, also the cursor ("after") */
     char *fields;               /* {side-a name: text or null} */
     int64_t version_us;
 };
@@ -44,6 +44,7 @@ struct backfill {
     size_t nrows;
     bool pending;               /* some request is not done */
     int inflight;               /* queries whose callback has not run */
+    int64_t rows_before;        /* rows the request had copied before this chunk */
 };
 
 static int64_t wall_us(void)
@@ -141,13 +142,29 @@ static int request_get(struct backfill *b, const struct cfg_mapping *m, char sid
     return 0;
 }
 
+int backfill_progress(struct state *st, const struct cfg_mapping *m, char side,
+                      int64_t *rows)
+{
+    char k[300], v[8192];
+    json_t *o;
+
+    meta_key(k, sizeof(k), m, side);
+    if (state_meta_get(st, k, v, sizeof(v), NULL) != 0)
+        return -ENOENT;
+    if (strcmp(v, "done") == 0)
+        return 1;
+    o = json_loads(v, 0, NULL);
+    *rows = json_integer_value(json_object_get(o, "rows"));
+    json_decref(o);
+    return 0;
+}
+
 /* ---- one chunk ---- */
 
 static void rows_clear(struct backfill *b)
 {
     for (size_t i = 0; i < b->nrows; i++) {
         free(b->rows[i].key);
-        free(b->rows[i].keyv);
         free(b->rows[i].fields);
     }
     free(b->rows);
@@ -256,7 +273,6 @@ static int take_rows(struct backfill *b, PGresult *r)
                                 PQgetisnull(r, i, nk + (int)f)
                                 ? json_null() : json_string(PQgetvalue(r, i, nk + (int)f)));
         b->rows[i].key = json_dumps(key, JSON_COMPACT);
-        b->rows[i].keyv = json_dumps(key, JSON_COMPACT);
         b->rows[i].fields = json_dumps(fields, JSON_COMPACT);
         b->rows[i].version_us = PQgetisnull(r, i, vcol) ? now : atoll(PQgetvalue(r, i, vcol));
         json_decref(key);
@@ -326,6 +342,7 @@ static void on_low_sent(void *arg, PGresult *res, const char *errmsg)
         set_phase(b, BF_IDLE);
         return;
     }
+    b->rows_before = rows;
     json_array_foreach(after, i, v)
         if (i < 16)
             params[i] = json_string_value(v);
@@ -418,7 +435,7 @@ static int advance_request(struct backfill *b, bool done, int64_t rows, struct e
     meta_key(k, sizeof(k), b->m, b->side);
     if (done)
         return state_meta_set(b->st, k, "done", e);
-    o = json_pack("{s:o,s:I}", "after", json_loads(b->rows[b->nrows - 1].keyv, 0, NULL),
+    o = json_pack("{s:o,s:I}", "after", json_loads(b->rows[b->nrows - 1].key, 0, NULL),
                   "rows", (json_int_t)rows);
     v = o ? json_dumps(o, JSON_COMPACT) : NULL;
     rc = v ? state_meta_set(b->st, k, v, e) : err_set(e, -ENOMEM, "out of memory");
@@ -431,8 +448,7 @@ void backfill_on_watermark(struct backfill *b, const struct cfg_endpoint *ep, co
                            const char *const *changed, size_t nchanged)
 {
     struct err e = { 0 };
-    json_t *after = NULL;
-    int64_t rows = 0;
+    int64_t rows = b != NULL ? b->rows_before : 0;
     size_t kept = 0;
     char n[32], d[32];
     bool done;
@@ -446,12 +462,9 @@ void backfill_on_watermark(struct backfill *b, const struct cfg_endpoint *ep, co
         b->retry_at_ms = 0;
         return;
     }
-    request_get(b, b->m, b->side, &after, &rows);
-    json_decref(after);
     done = b->nrows < BACKFILL_CHUNK;
     if (journal_chunk(b, changed, nchanged, &kept, &e) != 0 ||
-        (b->nrows > 0 && advance_request(b, false, rows + (int64_t)kept, &e) != 0) ||
-        (done && advance_request(b, true, 0, &e) != 0)) {
+        advance_request(b, done, rows + (int64_t)kept, &e) != 0) {
         fail_chunk(b, "cannot journal a backfill chunk", e.msg);
         return;
     }

@@ -35,6 +35,11 @@ int backfill_request(struct state *st, const struct cfg_mapping *m, struct err *
  * first run only records the mappings (its initial load is `snapshot`'s). */
 int backfill_request_new_mappings(struct state *st, const struct config *c, struct err *e);
 
+/* Where the backfill of m's side stands: -ENOENT never requested, 1 done,
+ * 0 under way with *rows copied so far. */
+int backfill_progress(struct state *st, const struct cfg_mapping *m, char side,
+                      int64_t *rows);
+
 int backfill_new(struct backfill **out, uv_loop_t *loop, const struct config *c,
                  struct state *st);
 

@@ -12,6 +12,7 @@
 #include "../state/conflicts.h"
 #include "../state/dlq.h"
 #include "../state/journal.h"
+#include "backfill.h"
 
 #define STATUS_POSITION_MAX 8192
 /* Page size when counting pending transactions, to bound each query. */
@@ -207,21 +208,15 @@ static json_t *backfills_json(struct state *s, const struct config *c)
 
     for (size_t i = 0; out != NULL && i < c->nmappings; i++)
         for (char side = 'a'; side <= 'b'; side++) {
-            char k[300], v[8192], name[300];
-            json_t *req;
+            char name[300];
+            int64_t rows = 0;
+            int st = backfill_progress(s, &c->mappings[i], side, &rows);
 
-            snprintf(k, sizeof(k), "backfill:%s:%c", c->mappings[i].name, side);
-            if (state_meta_get(s, k, v, sizeof(v), NULL) != 0)
-                continue;
             snprintf(name, sizeof(name), "%s:%c", c->mappings[i].name, side);
-            if (strcmp(v, "done") == 0) {
+            if (st == 1)
                 json_object_set_new(out, name, json_string("done"));
-                continue;
-            }
-            req = json_loads(v, 0, NULL);
-            json_object_set_new(out, name, json_pack("{s:I}", "rows",
-                (json_int_t)json_integer_value(json_object_get(req, "rows"))));
-            json_decref(req);
+            else if (st == 0)
+                json_object_set_new(out, name, json_pack("{s:I}", "rows", (json_int_t)rows));
         }
     return out;
 }
