@@ -100,6 +100,14 @@ static bool plugins_load(const struct config *c, const char *path)
     return ok;
 }
 
+/* What the loader cannot see by itself and both run and check refuse
+ * (exit 2): plugins that do not load, a cycle through the peers' foreign
+ * keys. */
+static bool config_holds(struct config *c, const char *path)
+{
+    return plugins_load(c, path) && !discovered_cycle(c, path);
+}
+
 int cmd_run(struct cli_opts *o)
 {
     struct config *c;
@@ -108,7 +116,7 @@ int cmd_run(struct cli_opts *o)
 
     if (rc != 0)
         return rc;
-    if (!plugins_load(c, o->config) || discovered_cycle(c, o->config)) {
+    if (!config_holds(c, o->config)) {
         config_free(c);
         return EXIT_USAGE;
     }
@@ -247,7 +255,7 @@ int cmd_check(struct cli_opts *o)
 
     if (rc != 0)
         return rc;
-    if (!plugins_load(c, o->config) || discovered_cycle(c, o->config)) {
+    if (!config_holds(c, o->config)) {
         config_free(c);
         return EXIT_USAGE;
     }
