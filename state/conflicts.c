@@ -196,26 +196,13 @@ int conflict_count(struct state *s, bool open_only, int64_t *out,
                    struct err *e)
 {
     enum state_stmt_id id = open_only ? ST_CF_COUNT_OPEN : ST_CF_COUNT;
-    sqlite3_stmt *st;
-    int rc;
 
     if (out == NULL)
         return err_set(e, -EINVAL, "conflict count: no output");
-    rc = state_stmt(s, id,
-                    open_only ? "SELECT count(*) FROM conflicts WHERE open = 1"
-                              : "SELECT count(*) FROM conflicts",
-                    &st, e);
-    if (rc < 0)
-        return rc;
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *out = sqlite3_column_int64(st, 0);
-        rc = 0;
-    } else {
-        rc = state_sqlerr(s, e, rc, "conflict count");
-    }
-    state_stmt_done(s, id, st);
-    return rc;
+    return state_query_int64(s, id,
+                             open_only ? "SELECT count(*) FROM conflicts WHERE open = 1"
+                                       : "SELECT count(*) FROM conflicts",
+                             out, e, "conflict count");
 }
 
 int conflict_find_open(struct state *s, const char *mapping, const char *key,

@@ -363,23 +363,9 @@ int dlq_mark_dropped(struct state *s, int64_t id, struct err *e)
 static int dlq_count(struct state *s, enum state_stmt_id id, const char *sql,
                      int64_t *out, struct err *e, const char *what)
 {
-    sqlite3_stmt *st;
-    int rc;
-
     if (out == NULL)
         return err_set(e, -EINVAL, "%s: no output", what);
-    rc = state_stmt(s, id, sql, &st, e);
-    if (rc < 0)
-        return rc;
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *out = sqlite3_column_int64(st, 0);
-        rc = 0;
-    } else {
-        rc = state_sqlerr(s, e, rc, "%s", what);
-    }
-    state_stmt_done(s, id, st);
-    return rc;
+    return state_query_int64(s, id, sql, out, e, what);
 }
 
 int dlq_count_open(struct state *s, int64_t *out, struct err *e)

@@ -3,6 +3,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "state_int.h"
@@ -18,19 +21,29 @@ static const char sql_max_seq[] =
 
 static int journal_max_seq(struct state *s, int64_t *out, struct err *e)
 {
-    sqlite3_stmt *st;
-    int rc = state_stmt(s, ST_J_MAX_SEQ, sql_max_seq, &st, e);
+    return state_query_int64(s, ST_J_MAX_SEQ, sql_max_seq, out, e,
+                             "journal: read last commit sequence");
+}
 
-    if (rc < 0)
-        return rc;
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *out = sqlite3_column_int64(st, 0);
-        rc = 0;
-    } else {
-        rc = state_sqlerr(s, e, rc, "journal: read last commit sequence");
+/* The last change sequence given out: the newest change, or the high water
+ * pruning saved, whichever is larger. Cached inside a write transaction:
+ * the table does not hold the pending changes yet, and state_begin drops
+ * the cache when another process wrote since. */
+static int journal_change_seq(struct state *s, int64_t *out, struct err *e)
+{
+    int rc;
+
+    if (s->last_change_seq >= 0 && state_in_txn(s)) {
+        *out = s->last_change_seq;
+        return 0;
     }
-    state_stmt_done(s, ST_J_MAX_SEQ, st);
+    rc = state_query_int64(s, ST_J_CHANGE_SEQ,
+                           "SELECT max(coalesce((SELECT max(seq) FROM journal_change), 0),"
+                           " coalesce((SELECT CAST(v AS INTEGER) FROM meta"
+                           "           WHERE k = 'journal_change_seq'), 0))", out, e,
+                           "journal: read last change sequence");
+    if (rc == 0)
+        s->last_change_seq = *out;
     return rc;
 }
 
@@ -44,8 +57,10 @@ int journal_recover(struct state *s, struct err *e)
     if (rc < 0)
         return rc;
     rc = state_stmt(s, ST_J_RECOVER_CHANGES,
-                    "DELETE FROM journal_change WHERE txn IN"
-                    " (SELECT txn FROM journal_txn WHERE commit_seq IS NULL)",
+                    "DELETE FROM journal_change WHERE seq >="
+                    " (SELECT coalesce(min(first_seq), 9223372036854775807)"
+                    "  FROM journal_txn WHERE commit_seq IS NULL)"
+                    " AND txn IN (SELECT txn FROM journal_txn WHERE commit_seq IS NULL)",
                     &st, e);
     if (rc == 0) {
         rc = state_step_done(s, st, e, "journal recover: delete uncommitted changes");
@@ -69,6 +84,7 @@ int journal_txn_open(struct state *s, const char *endpoint, int64_t source_xid,
                      struct err *e)
 {
     sqlite3_stmt *st;
+    int64_t last;
     int rc;
 
     if (endpoint == NULL || txn == NULL)
@@ -76,14 +92,16 @@ int journal_txn_open(struct state *s, const char *endpoint, int64_t source_xid,
     if (!state_in_txn(s))
         return err_set(e, -EINVAL, "journal_txn_open for %s outside "
                                    "state_begin/state_commit", endpoint);
+    if ((rc = journal_change_seq(s, &last, e)) < 0)
+        return rc;
     rc = state_stmt(s, ST_J_TXN_OPEN,
                     "INSERT INTO journal_txn (endpoint, source_xid, commit_lsn,"
-                    " commit_ts_us, opened_at_us) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    &st, e);
+                    " commit_ts_us, opened_at_us, first_seq)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &st, e);
     if (rc < 0)
         return rc;
-    rc = state_bind(s, st, e, "journal open transaction", "tlull", endpoint,
-                    source_xid, commit_lsn, commit_ts_us, state_now_us(s));
+    rc = state_bind(s, st, e, "journal open transaction", "tlulll", endpoint,
+                    source_xid, commit_lsn, commit_ts_us, state_now_us(s), last + 1);
     if (rc == 0)
         rc = state_step_done(s, st, e, "journal open transaction");
     if (rc == 0)
@@ -92,11 +110,158 @@ int journal_txn_open(struct state *s, const char *endpoint, int64_t source_xid,
     return rc;
 }
 
+/* Whether txn is open. Changes of one transaction come in runs, so the
+ * last transaction found open is remembered until it commits. */
+static int journal_txn_check_open(struct state *s, int64_t txn, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (txn == s->append_txn)
+        return 0;
+    rc = state_stmt(s, ST_J_TXN_CHECK,
+                    "SELECT commit_seq IS NULL FROM journal_txn WHERE txn = ?1", &st, e);
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "journal append", "l", txn);
+    if (rc == 0) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW && sqlite3_column_int(st, 0) == 1) {
+            s->append_txn = txn;
+            rc = 0;
+        } else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+            rc = err_set(e, -ENOENT, "journal append: no open transaction %"
+                         PRId64, txn);
+        } else {
+            rc = state_sqlerr(s, e, rc, "journal append: look up transaction %"
+                              PRId64, txn);
+        }
+    }
+    state_stmt_done(s, ST_J_TXN_CHECK, st);
+    return rc;
+}
+
+/* Copies text (or NULL) into the pending buffer; returns its offset. */
+static int pending_text(struct journal_pending *p, const char *text, size_t *off)
+{
+    size_t n;
+
+    if (text == NULL) {
+        *off = SIZE_MAX;
+        return 0;
+    }
+    n = strlen(text) + 1;
+    if (p->len + n > p->cap) {
+        size_t cap = p->cap ? p->cap : 4096;
+        char *b;
+
+        while (cap < p->len + n)
+            cap *= 2;
+        if ((b = realloc(p->buf, cap)) == NULL)
+            return -ENOMEM;
+        p->buf = b;
+        p->cap = cap;
+    }
+    memcpy(p->buf + p->len, text, n);
+    *off = p->len;
+    p->len += n;
+    return 0;
+}
+
+static const char *pending_at(const struct journal_pending *p, size_t off)
+{
+    return off == SIZE_MAX ? NULL : p->buf + off;
+}
+
+void journal_discard(struct state *s)
+{
+    s->pending.n = 0;
+    s->pending.len = 0;
+}
+
+static const char append_cols[] =
+    "INSERT INTO journal_change (txn, mapping, op, key, old_key,"
+    " fields, unchanged, version_us, old_fields, seq) VALUES ";
+
+static int bind_text(sqlite3_stmt *st, int idx, const char *v)
+{
+    return v ? sqlite3_bind_text(st, idx, v, -1, SQLITE_STATIC)
+             : sqlite3_bind_null(st, idx);
+}
+
+/* Binds one row at parameter base + 1.. in append_cols order. */
+static int bind_row(struct state *s, sqlite3_stmt *st, int base,
+                    const struct journal_row *r, struct err *e)
+{
+    const struct journal_pending *p = &s->pending;
+    int rc = sqlite3_bind_int64(st, base + 1, r->txn);
+
+    if (rc == SQLITE_OK)
+        rc = bind_text(st, base + 2, pending_at(p, r->off[0]));     /* mapping */
+    if (rc == SQLITE_OK)
+        rc = bind_text(st, base + 3, r->op);
+    for (int i = 1; rc == SQLITE_OK && i <= 4; i++)   /* key .. unchanged */
+        rc = bind_text(st, base + 3 + i, pending_at(p, r->off[i]));
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, base + 8, r->version_us);
+    if (rc == SQLITE_OK)
+        rc = bind_text(st, base + 9, pending_at(p, r->off[5]));     /* old_fields */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, base + 10, r->seq);
+    if (rc != SQLITE_OK)
+        return state_sqlerr(s, e, rc, "journal append: bind change %" PRId64, r->seq);
+    return 0;
+}
+
+/* Runs one insert of rows [from, from + n); n is 1 or JOURNAL_BATCH. */
+static int insert_rows(struct state *s, int from, int n, struct err *e)
+{
+    enum state_stmt_id id = n == 1 ? ST_J_APPEND : ST_J_APPEND_MANY;
+    char sql[sizeof(append_cols) + JOURNAL_BATCH * 24];
+    size_t len = 0;
+    sqlite3_stmt *st;
+    int rc;
+
+    len += (size_t)snprintf(sql, sizeof(sql), "%s", append_cols);
+    for (int r = 0; r < n; r++)
+        len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s(?,?,?,?,?,?,?,?,?,?)",
+                                r > 0 ? "," : "");
+    rc = state_stmt(s, id, sql, &st, e);
+    if (rc < 0)
+        return rc;
+    for (int r = 0; rc == 0 && r < n; r++)
+        rc = bind_row(s, st, r * 10, &s->pending.row[from + r], e);
+    if (rc == 0) {
+        rc = sqlite3_step(st);
+        rc = rc == SQLITE_DONE ? 0
+           : state_sqlerr(s, e, rc, "journal append to txn %" PRId64,
+                          s->pending.row[from].txn);
+    }
+    state_stmt_done(s, id, st);
+    return rc;
+}
+
+int journal_flush(struct state *s, struct err *e)
+{
+    struct journal_pending *p = &s->pending;
+    int rc = 0;
+
+    if (p->n == JOURNAL_BATCH)
+        rc = insert_rows(s, 0, JOURNAL_BATCH, e);
+    else
+        for (int r = 0; rc == 0 && r < p->n; r++)
+            rc = insert_rows(s, r, 1, e);
+    journal_discard(s);
+    return rc;
+}
+
 int journal_append(struct state *s, int64_t txn, struct change *c,
                    struct err *e)
 {
-    sqlite3_stmt *st;
-    char op[2];
+    struct journal_pending *p = &s->pending;
+    const char *texts[JOURNAL_ROW_TEXTS];
+    struct journal_row *r;
+    int64_t seq;
     int rc;
 
     if (c == NULL || c->mapping == NULL || c->key == NULL)
@@ -106,33 +271,33 @@ int journal_append(struct state *s, int64_t txn, struct change *c,
         c->op != CHANGE_DELETE && c->op != CHANGE_TRUNCATE)
         return err_set(e, -EINVAL, "journal append to txn %" PRId64
                                    ": bad op %d", txn, (int)c->op);
-    op[0] = (char)c->op;
-    op[1] = '\0';
-    rc = state_stmt(s, ST_J_APPEND,
-                    "INSERT INTO journal_change (txn, mapping, op, key, old_key,"
-                    " fields, unchanged, version_us, old_fields)"
-                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", &st, e);
-    if (rc < 0)
+    if ((rc = journal_txn_check_open(s, txn, e)) < 0 ||
+        (rc = journal_change_seq(s, &seq, e)) < 0)
         return rc;
-    rc = state_bind(s, st, e, "journal append", "lttttttlt", txn, c->mapping, op,
-                    c->key, c->old_key, c->fields, c->unchanged, c->version_us,
-                    c->old_fields);
-    if (rc == 0) {
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_DONE) {
-            c->seq = sqlite3_last_insert_rowid(s->db);
-            c->txn = txn;
-            rc = 0;
-        } else if (rc == SQLITE_CONSTRAINT_FOREIGNKEY) {
-            rc = err_set(e, -ENOENT, "journal append: no transaction %" PRId64,
-                         txn);
-        } else {
-            rc = state_sqlerr(s, e, rc, "journal append to txn %" PRId64
-                              " (mapping %s)", txn, c->mapping);
-        }
-    }
-    state_stmt_done(s, ST_J_APPEND, st);
-    return rc;
+    r = &p->row[p->n];
+    texts[0] = c->mapping;
+    texts[1] = c->key;
+    texts[2] = c->old_key;
+    texts[3] = c->fields;
+    texts[4] = c->unchanged;
+    texts[5] = c->old_fields;
+    for (int i = 0; i < JOURNAL_ROW_TEXTS; i++)
+        if (pending_text(p, texts[i], &r->off[i]) < 0)
+            return err_set(e, -ENOMEM, "journal append to txn %" PRId64
+                           ": out of memory", txn);
+    r->txn = txn;
+    r->seq = seq + 1;
+    r->version_us = c->version_us;
+    r->op[0] = (char)c->op;
+    r->op[1] = '\0';
+    p->n++;
+    c->seq = s->last_change_seq = seq + 1;
+    c->txn = txn;
+    /* Outside a transaction each statement commits on its own: so does
+     * an append. */
+    if ((p->n == JOURNAL_BATCH || !state_in_txn(s)) && (rc = journal_flush(s, e)) < 0)
+        return rc;
+    return 0;
 }
 
 /* Whether txn exists and is open, and how many changes it has. */
@@ -142,7 +307,8 @@ static int journal_txn_count(struct state *s, int64_t txn, int64_t *n,
     sqlite3_stmt *st;
     int rc = state_stmt(s, ST_J_COUNT,
                         "SELECT t.commit_seq,"
-                        " (SELECT count(*) FROM journal_change c WHERE c.txn = t.txn)"
+                        " (SELECT count(*) FROM journal_change c"
+                        "  WHERE c.seq >= t.first_seq AND c.txn = t.txn)"
                         " FROM journal_txn t WHERE t.txn = ?1", &st, e);
 
     if (rc < 0)
@@ -174,12 +340,13 @@ int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
                        int64_t *commit_seq, struct err *e)
 {
     sqlite3_stmt *st;
-    int64_t n = 0, seq = 0, last = s->last_commit_seq;
+    int64_t n = 0, seq = 0, last = s->last_commit_seq, last_change = 0;
     bool own;
     int rc = state_tx_enter(s, &own, e);
 
     if (rc < 0)
         return rc;
+    s->append_txn = 0;
     rc = journal_txn_count(s, txn, &n, e);
     if (rc == 0 && n == 0) {
         rc = state_stmt(s, ST_J_TXN_DELETE,
@@ -198,11 +365,13 @@ int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
         if (rc == 0)
             rc = state_stmt(s, ST_J_TXN_COMMIT,
                             "UPDATE journal_txn SET commit_seq = ?2, end_lsn = ?3,"
-                            " committed_at_us = ?4, nchanges = ?5"
+                            " committed_at_us = ?4, nchanges = ?5, last_seq = ?6"
                             " WHERE txn = ?1 AND commit_seq IS NULL", &st, e);
+        if (rc == 0)
+            rc = journal_change_seq(s, &last_change, e);
         if (rc == 0) {
-            rc = state_bind(s, st, e, "journal commit", "llull", txn, seq,
-                            end_lsn, state_now_us(s), n);
+            rc = state_bind(s, st, e, "journal commit", "llulll", txn, seq,
+                            end_lsn, state_now_us(s), n, last_change);
             if (rc == 0)
                 rc = state_step_done(s, st, e, "journal commit");
             state_stmt_done(s, ST_J_TXN_COMMIT, st);
@@ -282,11 +451,16 @@ static int journal_changes(struct state *s, int64_t txn, int64_t after_seq,
     *count = 0;
     if (fn == NULL)
         return err_set(e, -EINVAL, "journal scan: no callback");
+    if ((rc = journal_flush(s, e)) < 0)
+        return rc;
     rc = state_stmt(s, ST_J_SCAN_CHANGES,
                     "SELECT c.seq, t.endpoint, c.mapping, c.op, c.key, c.old_key,"
                     " c.fields, c.unchanged, c.version_us, c.old_fields"
-                    " FROM journal_change c JOIN journal_txn t ON t.txn = c.txn"
-                    " WHERE c.txn = ?1 AND c.seq > ?2 ORDER BY c.seq LIMIT ?3",
+                    " FROM journal_txn t JOIN journal_change c"
+                    "  ON c.seq > max(?2, t.first_seq - 1)"
+                    "  AND c.seq <= coalesce(t.last_seq, 9223372036854775807)"
+                    "  AND c.txn = t.txn"
+                    " WHERE t.txn = ?1 ORDER BY c.seq LIMIT ?3",
                     &st, e);
     if (rc < 0)
         return rc;
@@ -459,22 +633,36 @@ static int journal_prune_step(struct state *s, enum state_stmt_id id,
     return rc;
 }
 
-/* Remembers the highest pruned sequence so it is never given out again. */
-static int journal_prune_mark(struct state *s, int64_t max, struct err *e)
+/* Raises the integer in meta key k to at least v. */
+static int meta_raise(struct state *s, const char *k, int64_t v, struct err *e)
 {
     sqlite3_stmt *st;
     int rc = state_stmt(s, ST_J_PRUNE_MARK,
-                        "INSERT INTO meta (k, v) VALUES ('journal_pruned_seq', ?1)"
+                        "INSERT INTO meta (k, v) VALUES (?2, ?1)"
                         " ON CONFLICT (k) DO UPDATE SET v ="
                         " max(CAST(v AS INTEGER), CAST(excluded.v AS INTEGER))",
                         &st, e);
 
     if (rc < 0)
         return rc;
-    rc = state_bind(s, st, e, "journal prune watermark", "l", max);
+    rc = state_bind(s, st, e, "journal prune mark", "lt", v, k);
     if (rc == 0)
-        rc = state_step_done(s, st, e, "journal prune watermark");
+        rc = state_step_done(s, st, e, "journal prune mark");
     state_stmt_done(s, ST_J_PRUNE_MARK, st);
+    return rc;
+}
+
+/* Remembers the highest pruned commit sequence, and the last change
+ * sequence given out, so neither is ever given out again. */
+static int journal_prune_mark(struct state *s, int64_t max, struct err *e)
+{
+    int64_t change_seq;
+    int rc = journal_change_seq(s, &change_seq, e);
+
+    if (rc == 0)
+        rc = meta_raise(s, "journal_change_seq", change_seq, e);
+    if (rc == 0)
+        rc = meta_raise(s, "journal_pruned_seq", max, e);
     return rc;
 }
 
@@ -500,9 +688,13 @@ int journal_prune(struct state *s, int64_t upto, int retention_s,
         rc = journal_prune_mark(s, max, e);
     if (rc == 0 && max > 0)
         rc = journal_prune_step(s, ST_J_PRUNE_CHANGES,
-                                "DELETE FROM journal_change WHERE txn IN"
-                                " (SELECT txn FROM journal_txn WHERE commit_seq <= ?1"
-                                "  AND committed_at_us <= ?2)",
+                                "DELETE FROM journal_change WHERE seq BETWEEN"
+                                " (SELECT min(first_seq) FROM journal_txn"
+                                "  WHERE commit_seq <= ?1 AND committed_at_us <= ?2)"
+                                " AND (SELECT max(last_seq) FROM journal_txn"
+                                "  WHERE commit_seq <= ?1 AND committed_at_us <= ?2)"
+                                " AND txn IN (SELECT txn FROM journal_txn"
+                                "  WHERE commit_seq <= ?1 AND committed_at_us <= ?2)",
                                 upto, cutoff, NULL, e);
     if (rc == 0 && max > 0)
         rc = journal_prune_step(s, ST_J_PRUNE_TXNS,

@@ -182,6 +182,57 @@ static const char *const state_migrations[] = {
     "ALTER TABLE dlq_v4 RENAME TO dlq;"
     "CREATE INDEX dlq_status ON dlq (status, id);"
     "CREATE INDEX dlq_key ON dlq (mapping, key);",
+    /* 4 -> 5: appending a change was a third of a busy daemon's CPU. The
+     * journal gives out change sequences itself (meta journal_change_seq
+     * keeps the high water across pruning, as AUTOINCREMENT did, without
+     * its per-insert bookkeeping); prune and recover delete changes
+     * explicitly, so the foreign key check per insert goes. A transaction's
+     * changes lie in its [first_seq, last_seq] range of sequences (set when
+     * it opens and commits; other transactions' changes may interleave), so
+     * the (txn, seq) index goes too. The shadow is keyed by (mapping, key)
+     * alone: one b-tree, not a table and an index. */
+    "ALTER TABLE journal_txn ADD COLUMN first_seq INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE journal_txn ADD COLUMN last_seq INTEGER;"
+    "UPDATE journal_txn SET"
+    " first_seq = coalesce((SELECT min(seq) FROM journal_change c"
+    "                       WHERE c.txn = journal_txn.txn), 0),"
+    " last_seq = CASE WHEN commit_seq IS NULL THEN NULL ELSE"
+    "   coalesce((SELECT max(seq) FROM journal_change c"
+    "             WHERE c.txn = journal_txn.txn), 0) END;"
+    "CREATE TABLE journal_change_v5 ("
+    "  seq INTEGER PRIMARY KEY,"
+    "  txn INTEGER NOT NULL,"
+    "  mapping TEXT NOT NULL,"
+    "  op TEXT NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  old_key TEXT,"
+    "  fields TEXT,"
+    "  unchanged TEXT,"
+    "  version_us INTEGER NOT NULL DEFAULT 0,"
+    "  old_fields TEXT"
+    ");"
+    "INSERT INTO journal_change_v5 SELECT seq, txn, mapping, op, key, old_key,"
+    " fields, unchanged, version_us, old_fields FROM journal_change;"
+    "INSERT OR REPLACE INTO meta (k, v) SELECT 'journal_change_seq',"
+    " max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'journal_change'), 0),"
+    "     coalesce((SELECT max(seq) FROM journal_change), 0));"
+    "DROP TABLE journal_change;"
+    "ALTER TABLE journal_change_v5 RENAME TO journal_change;"
+    "CREATE TABLE shadow_v5 ("
+    "  mapping TEXT NOT NULL,"
+    "  key TEXT NOT NULL,"
+    "  hash TEXT NOT NULL,"
+    "  fields TEXT,"
+    "  version_a_us INTEGER NOT NULL DEFAULT 0,"
+    "  version_b_us INTEGER NOT NULL DEFAULT 0,"
+    "  tombstone INTEGER NOT NULL DEFAULT 0 CHECK (tombstone IN (0, 1)),"
+    "  updated_at_us INTEGER NOT NULL,"
+    "  PRIMARY KEY (mapping, key)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO shadow_v5 SELECT mapping, key, hash, fields, version_a_us,"
+    " version_b_us, tombstone, updated_at_us FROM shadow;"
+    "DROP TABLE shadow;"
+    "ALTER TABLE shadow_v5 RENAME TO shadow;",
 };
 
 _Static_assert(sizeof(state_migrations) / sizeof(state_migrations[0]) ==
@@ -379,13 +430,52 @@ bool state_in_txn(const struct state *s)
     return s != NULL && s->db != NULL && !sqlite3_get_autocommit(s->db);
 }
 
+int state_query_int64(struct state *s, enum state_stmt_id id, const char *sql,
+                      int64_t *out, struct err *e, const char *what)
+{
+    sqlite3_stmt *st;
+    int rc = state_stmt(s, id, sql, &st, e);
+
+    if (rc < 0)
+        return rc;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int64(st, 0);
+        rc = 0;
+    } else {
+        rc = state_sqlerr(s, e, rc, "%s", what);
+    }
+    state_stmt_done(s, id, st);
+    return rc;
+}
+
+/* Takes the write lock. Counters cached from this connection's own writes
+ * are stale when another process (a CLI repair, a retry) committed since:
+ * data_version says so. */
+static int state_begin_write(struct state *s, struct err *e)
+{
+    int64_t v = -1;
+    int rc = state_run(s, ST_BEGIN, "BEGIN IMMEDIATE", e);
+
+    if (rc < 0)
+        return rc;
+    if (state_query_int64(s, ST_DATA_VERSION, "PRAGMA data_version", &v, NULL,
+                          "read data version") < 0 || v != s->data_version) {
+        s->last_commit_seq = -1;
+        s->last_change_seq = -1;
+        s->append_txn = 0;
+        s->data_version = v;
+    }
+    return 0;
+}
+
 int state_begin(struct state *s, struct err *e)
 {
     int rc;
 
     if (state_in_txn(s))
         return 0;
-    rc = state_run(s, ST_BEGIN, "BEGIN IMMEDIATE", e);
+    rc = state_begin_write(s, e);
     s->batch = rc == 0;
     return rc;
 }
@@ -393,11 +483,14 @@ int state_begin(struct state *s, struct err *e)
 void state_rollback(struct state *s)
 {
     s->batch = false;
+    journal_discard(s);
     if (!state_in_txn(s))
         return;
     state_run(s, ST_ROLLBACK, "ROLLBACK", NULL);
     /* Counters cached from rolled-back writes are wrong now. */
     s->last_commit_seq = -1;
+    s->last_change_seq = -1;
+    s->append_txn = 0;
 }
 
 int state_commit(struct state *s, struct err *e)
@@ -411,12 +504,16 @@ int state_commit(struct state *s, struct err *e)
          * the batch is gone and must not be reported as saved. */
         s->batch = false;
         s->last_commit_seq = -1;
+    s->last_change_seq = -1;
+    s->append_txn = 0;
         return err_set(e, -EIO, "state %s: the transaction was rolled back "
                        "after an earlier error; nothing since state_begin "
                        "was saved", s->path);
     }
     s->batch = false;
-    rc = state_run(s, ST_COMMIT, "COMMIT", e);
+    rc = journal_flush(s, e);
+    if (rc == 0)
+        rc = state_run(s, ST_COMMIT, "COMMIT", e);
     if (rc < 0)
         state_rollback(s);
     return rc;
@@ -424,12 +521,17 @@ int state_commit(struct state *s, struct err *e)
 
 int state_tx_enter(struct state *s, bool *own, struct err *e)
 {
+    int rc;
+
     if (state_in_txn(s)) {
         *own = false;
+        /* Changes appended before the savepoint are not its to undo. */
+        if ((rc = journal_flush(s, e)) < 0)
+            return rc;
         return state_run(s, ST_SAVEPOINT, "SAVEPOINT tandem_op", e);
     }
     *own = true;
-    return state_run(s, ST_BEGIN, "BEGIN IMMEDIATE", e);
+    return state_begin_write(s, e);
 }
 
 int state_tx_leave(struct state *s, bool own, int rc, struct err *e)
@@ -444,10 +546,13 @@ int state_tx_leave(struct state *s, bool own, int rc, struct err *e)
     if (own) {
         state_rollback(s);
     } else if (state_in_txn(s)) {
+        journal_discard(s);
         /* SQLite may have rolled the whole transaction back already. */
         state_run(s, ST_ROLLBACK_TO, "ROLLBACK TO tandem_op", NULL);
         state_run(s, ST_RELEASE, "RELEASE tandem_op", NULL);
         s->last_commit_seq = -1;
+    s->last_change_seq = -1;
+    s->append_txn = 0;
     }
     return rc;
 }
@@ -698,6 +803,9 @@ int state_open(struct state **out, const char *path, enum state_mode mode,
         return err_set(e, -ENOMEM, "state %s: out of memory", path);
     s->lock_fd = -1;
     s->last_commit_seq = -1;
+    s->last_change_seq = -1;
+    s->append_txn = 0;
+    s->data_version = -1;
     s->mode = mode;
     s->clock = state_default_clock;
     s->path = strdup(path);
@@ -772,8 +880,15 @@ void state_close(struct state *s)
         sqlite3_close(s->db);   /* rolls back an open transaction */
     if (s->lock_fd >= 0)
         close(s->lock_fd);      /* releases the flock */
+    free(s->pending.buf);
     free(s->path);
     free(s);
+}
+
+int state_set_synchronous(struct state *s, bool full, struct err *e)
+{
+    return state_exec(s, full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+                      e, "set synchronous");
 }
 
 int state_schema_version(struct state *s)

@@ -10,7 +10,7 @@
 
 #include "../daemon/err.h"
 
-#define STATE_SCHEMA_VERSION 4
+#define STATE_SCHEMA_VERSION 5
 
 struct state;
 
@@ -75,6 +75,11 @@ int state_schema_version(struct state *s);
 
 /* The path the state was opened with. */
 const char *state_path(const struct state *s);
+
+/* full: each commit waits for the disk (the default). Not full: a commit
+ * reaches the kernel only, and the caller fdatasyncs "<path>-wal" itself
+ * before it relies on it (the daemon does, off its event loop). */
+int state_set_synchronous(struct state *s, bool full, struct err *e);
 
 /* The mode the state was opened with. */
 enum state_mode state_mode_of(const struct state *s);

@@ -19,6 +19,7 @@
 #include <sqlite3.h>
 
 #include "state/journal.h"
+#include "state/shadow.h"
 #include "state/state.h"
 
 struct fx {
@@ -582,8 +583,150 @@ static void test_prune(void **ctx)
     fx_reopen(fx);
     assert_int_equal(journal_last_commit_seq(fx->s, &last, &e), 0);
     assert_int_equal(last, 4);
-    assert_int_equal(journal_one(fx->s, "app", 5, 1, NULL), 5);
+    assert_int_equal(journal_one(fx->s, "app", 5, 1, &txn1), 5);
+    /* So are change sequences: ten were given out and pruned before. */
+    cs.n = 0;
+    assert_int_equal(journal_scan_changes(fx->s, txn1, collect_change, &cs, &e), 0);
+    assert_int_equal(cs.n, 1);
+    assert_int_equal(cs.c[0].seq, 11);
     assert_int_equal(journal_prune(fx->s, 5, -1, &e), -EINVAL);
+}
+
+/* Two open transactions whose changes interleave (two sources, each
+ * spilling a large transaction): each scan sees its own changes in order,
+ * and pruning the one that committed keeps every change of the other. */
+static void test_interleaved_txns(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct changes cs = {0};
+    int64_t t1 = 0, t2 = 0, seq = 0, t = 0, c = 0;
+    char key[16];
+
+    assert_int_equal(state_begin(fx->s, &e), 0);
+    assert_int_equal(journal_txn_open(fx->s, "app", 1, 0, 0, &t1, &e), 0);
+    assert_int_equal(journal_txn_open(fx->s, "crm", 2, 0, 0, &t2, &e), 0);
+    for (int i = 0; i < 6; i++) {
+        struct change ch = { .mapping = "m", .op = CHANGE_INSERT, .key = key };
+
+        snprintf(key, sizeof(key), "[\"%d\"]", i);
+        assert_int_equal(journal_append(fx->s, i % 2 ? t2 : t1, &ch, &e), 0);
+    }
+    assert_int_equal(journal_txn_commit(fx->s, t2, 5, &seq, &e), 0);
+    assert_int_equal(state_commit(fx->s, &e), 0);
+    assert_int_equal(journal_scan_changes(fx->s, t2, collect_change, &cs, &e), 0);
+    assert_int_equal(cs.n, 3);
+    assert_string_equal(cs.key[0], "[\"1\"]");
+    assert_string_equal(cs.key[2], "[\"5\"]");
+    fx->now += INT64_C(10) * 1000000;
+    assert_int_equal(journal_prune(fx->s, seq, 0, &e), 0);
+    cs.n = 0;
+    assert_int_equal(journal_scan_changes(fx->s, t2, collect_change, &cs, &e), 0);
+    assert_int_equal(cs.n, 0);
+    /* t1 opened first, got more changes after t2 committed, then commits. */
+    assert_int_equal(state_begin(fx->s, &e), 0);
+    {
+        struct change ch = { .mapping = "m", .op = CHANGE_INSERT, .key = "[\"6\"]" };
+        assert_int_equal(journal_append(fx->s, t1, &ch, &e), 0);
+    }
+    assert_int_equal(journal_txn_commit(fx->s, t1, 6, &seq, &e), 0);
+    assert_int_equal(state_commit(fx->s, &e), 0);
+    assert_int_equal(journal_scan_changes(fx->s, t1, collect_change, &cs, &e), 0);
+    assert_int_equal(cs.n, 4);
+    assert_string_equal(cs.key[0], "[\"0\"]");
+    assert_string_equal(cs.key[1], "[\"2\"]");
+    assert_string_equal(cs.key[2], "[\"4\"]");
+    assert_string_equal(cs.key[3], "[\"6\"]");
+    assert_int_equal(journal_depth(fx->s, 0, &t, &c, &e), 0);
+    assert_int_equal(t, 1);
+    assert_int_equal(c, 4);
+}
+
+/* The daemon (exclusive) and a command (shared, e.g. a reconcile repair)
+ * take turns writing the journal: neither reuses the other's change or
+ * commit sequences, though the daemon caches both. */
+static void test_two_writers(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct state *cli = NULL;
+    struct changes cs = {0};
+    int64_t t1 = 0, t2 = 0, s1 = 0, s2 = 0;
+
+    assert_int_equal(state_open(&cli, fx->path, STATE_SHARED, &e), 0);
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(journal_one(fx->s, "app", 10 + round, 3, &t1), 2 * round + 1);
+        assert_int_equal(journal_one(cli, "crm", 20 + round, 3, &t2), 2 * round + 2);
+    }
+    assert_int_equal(journal_scan_changes(fx->s, t1, collect_change, &cs, &e), 0);
+    assert_int_equal(journal_scan_changes(cli, t2, collect_change, &cs, &e), 0);
+    assert_int_equal(cs.n, 6);
+    s1 = cs.c[0].seq;
+    s2 = cs.c[3].seq;
+    assert_int_equal(s1, 13);
+    assert_int_equal(s2, 16);
+    state_close(cli);
+}
+
+/* A schema 4 file (AUTOINCREMENT change sequences, the newest pruned)
+ * keeps its changes and shadow through the move to schema 5, and the next
+ * change sequence continues after the highest ever given out. */
+static void test_migrate_from_v4(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct changes cs = {0};
+    struct change c = { .mapping = "m", .op = CHANGE_INSERT, .key = "[\"9\"]" };
+    struct shadow sh = { 0 };
+    int64_t txn = 0;
+    sqlite3 *db;
+
+    state_close(fx->s);
+    fx->s = NULL;
+    remove(fx->path);
+    assert_int_equal(sqlite3_open(fx->path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+        "CREATE TABLE meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '4');"
+        "CREATE TABLE journal_txn (txn INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " endpoint TEXT NOT NULL, source_xid INTEGER NOT NULL DEFAULT 0,"
+        " commit_lsn INTEGER NOT NULL DEFAULT 0, end_lsn INTEGER NOT NULL DEFAULT 0,"
+        " commit_ts_us INTEGER NOT NULL DEFAULT 0, commit_seq INTEGER UNIQUE,"
+        " opened_at_us INTEGER NOT NULL, committed_at_us INTEGER,"
+        " nchanges INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE journal_change (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " txn INTEGER NOT NULL REFERENCES journal_txn (txn) ON DELETE CASCADE,"
+        " mapping TEXT NOT NULL, op TEXT NOT NULL, key TEXT NOT NULL, old_key TEXT,"
+        " fields TEXT, unchanged TEXT, version_us INTEGER NOT NULL DEFAULT 0,"
+        " old_fields TEXT);"
+        "CREATE INDEX journal_change_txn ON journal_change (txn, seq);"
+        "CREATE TABLE shadow (mapping TEXT NOT NULL, key TEXT NOT NULL,"
+        " hash TEXT NOT NULL, fields TEXT, version_a_us INTEGER NOT NULL DEFAULT 0,"
+        " version_b_us INTEGER NOT NULL DEFAULT 0, tombstone INTEGER NOT NULL DEFAULT 0,"
+        " updated_at_us INTEGER NOT NULL, PRIMARY KEY (mapping, key));"
+        "INSERT INTO journal_txn (txn, endpoint, opened_at_us) VALUES (1, 'app', 1);"
+        "INSERT INTO journal_change (seq, txn, mapping, op, key, fields)"
+        " VALUES (7, 1, 'm', 'I', '[\"1\"]', '{\"v\":\"x\"}'),"
+        "        (40, 1, 'm', 'I', '[\"2\"]', '{\"v\":\"y\"}');"
+        "DELETE FROM journal_change WHERE seq = 40;"
+        "INSERT INTO shadow VALUES ('m', '[\"1\"]', 'h', '{\"v\":\"x\"}', 1, 2, 0, 3);",
+        NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+    fx_open(fx);
+    assert_int_equal(state_schema_version(fx->s), STATE_SCHEMA_VERSION);
+    assert_int_equal(journal_scan_changes(fx->s, 1, collect_change, &cs, &e), 0);
+    assert_int_equal(cs.n, 1);
+    assert_int_equal(cs.c[0].seq, 7);
+    assert_string_equal(cs.key[0], "[\"1\"]");
+    assert_int_equal(shadow_get(fx->s, "m", "[\"1\"]", &sh, &e), 0);
+    assert_string_equal(sh.fields, "{\"v\":\"x\"}");
+    assert_int_equal(sh.version_b_us, 2);
+    shadow_clear(&sh);
+    assert_int_equal(state_begin(fx->s, &e), 0);
+    assert_int_equal(journal_txn_open(fx->s, "app", 2, 0, 0, &txn, &e), 0);
+    assert_int_equal(journal_append(fx->s, txn, &c, &e), 0);
+    assert_int_equal(c.seq, 41);
+    assert_int_equal(state_commit(fx->s, &e), 0);
 }
 
 /* Child: journals batches, then dies without closing (like kill -9). With
@@ -785,6 +928,9 @@ int main(void)
         T(test_depth),
         T(test_recover),
         T(test_prune),
+        T(test_migrate_from_v4),
+        T(test_interleaved_txns),
+        T(test_two_writers),
         T(test_crash_durability),
         T(test_crash_mid_batch),
         T(test_disk_full),
