@@ -1,7 +1,7 @@
 #include "canon.h"
+#include "flatobj.h"
 
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,15 +11,21 @@ struct fnv2 {
     uint64_t h1, h2;
 };
 
+#define FNV2_INIT { UINT64_C(0xcbf29ce484222325), UINT64_C(0x84222325cbf29ce4) }
+
+/* Locals, not f->h1/h2: b may alias *f, which forced a store per byte. */
 static void fnv_add(struct fnv2 *f, const void *p, size_t n)
 {
     const unsigned char *b = p;
+    uint64_t h1 = f->h1, h2 = f->h2;
 
     for (size_t i = 0; i < n; i++) {
-        f->h1 = (f->h1 ^ b[i]) * UINT64_C(0x100000001b3);
-        f->h2 = (f->h2 ^ b[i]) * UINT64_C(0x9e3779b97f4a7c15);
-        f->h2 ^= f->h2 >> 29;
+        h1 = (h1 ^ b[i]) * UINT64_C(0x100000001b3);
+        h2 = (h2 ^ b[i]) * UINT64_C(0x9e3779b97f4a7c15);
+        h2 ^= h2 >> 29;
     }
+    f->h1 = h1;
+    f->h2 = h2;
 }
 
 /* Length-prefixed, so ("ab","c") and ("a","bc") differ. */
@@ -32,6 +38,18 @@ static void fnv_add_item(struct fnv2 *f, const char *s, size_t n, char tag)
     fnv_add(f, s, n);
 }
 
+/* As "%016llx%016llx", without snprintf's cost on the hot path. */
+static void fnv_hex(const struct fnv2 *f, char out[CANON_HASH_HEX + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+
+    for (int i = 0; i < 16; i++) {
+        out[i] = digits[f->h1 >> (60 - 4 * i) & 0xf];
+        out[16 + i] = digits[f->h2 >> (60 - 4 * i) & 0xf];
+    }
+    out[CANON_HASH_HEX] = '\0';
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -39,7 +57,7 @@ static int cmp_str(const void *a, const void *b)
 
 void canon_hash(const json_t *fields, char out[CANON_HASH_HEX + 1])
 {
-    struct fnv2 f = { UINT64_C(0xcbf29ce484222325), UINT64_C(0x84222325cbf29ce4) };
+    struct fnv2 f = FNV2_INIT;
     size_t n = json_object_size(fields), i = 0;
     const char **names = calloc(n + 1, sizeof(*names));
     const char *k;
@@ -64,6 +82,21 @@ void canon_hash(const json_t *fields, char out[CANON_HASH_HEX + 1])
         }
     }
     free(names);
-    snprintf(out, CANON_HASH_HEX + 1, "%016llx%016llx",
-             (unsigned long long)f.h1, (unsigned long long)f.h2);
+    fnv_hex(&f, out);
+}
+
+void canon_hash_flat(const struct flatobj *o, char out[CANON_HASH_HEX + 1])
+{
+    struct fnv2 f = FNV2_INIT;
+
+    for (size_t i = 0; i < o->n; i++) {
+        const struct flatobj_pair *p = o->sorted[i];
+
+        fnv_add_item(&f, p->key, p->key_len, 'k');
+        if (p->null)
+            fnv_add_item(&f, "", 0, 'n');
+        else
+            fnv_add_item(&f, p->val, p->val_len, 's');
+    }
+    fnv_hex(&f, out);
 }

@@ -13,4 +13,10 @@
  * use their compact JSON text) into out (CANON_HASH_HEX hex digits + NUL). */
 void canon_hash(const json_t *fields, char out[CANON_HASH_HEX + 1]);
 
+struct flatobj;
+
+/* The same hash as canon_hash() of the jansson parse of the text o was
+ * scanned from; o must hold a successful flatobj_scan(). Allocates nothing. */
+void canon_hash_flat(const struct flatobj *o, char out[CANON_HASH_HEX + 1]);
+
 #endif
