@@ -22,6 +22,7 @@
 #include "backfill.h"
 #include "canaries.h"
 #include "dlq_retry.h"
+#include "durable.h"
 #include "reconcile_rt.h"
 #include "health.h"
 #include "http.h"
@@ -63,7 +64,11 @@ struct daemon {
     uv_timer_t flush_timer, tick_timer;
     struct endpoint_rt eps[MAX_EPS];
     int neps;
-    int64_t durable_seq;
+    int64_t durable_seq;        /* journal applied-able: committed and synced */
+    int64_t committed_seq;      /* journal committed at the last state commit */
+    struct durable *durable;
+    bool flush_wanted;          /* a commit waits for the running sync */
+    bool failed;                /* stopping because the state cannot be synced */
     struct canaries *canaries;
     struct reconcile_rt *reconcile;
     struct backfill *backfill;
@@ -91,33 +96,106 @@ static void save_positions(struct daemon *d)
     }
 }
 
-/* Commits the open state transaction (one fsync for everything since the
- * last one), then lets readers acknowledge and writers apply. */
-static void flush_state(struct daemon *d)
+/* The last commit is on disk: sources may acknowledge it, writers apply
+ * what it holds. */
+static void acknowledge(struct daemon *d)
 {
-    struct err e = { 0 };
-
-    save_positions(d);
-    if (!state_in_txn(d->st))
-        return;
-    if (state_commit(d->st, &e) != 0) {
-        log_error("daemon", "cannot commit the state; nothing is acknowledged",
-                  "err", e.msg);
-        return;
-    }
     for (int i = 0; i < d->neps; i++) {
         if (d->eps[i].src)
             pgsrc_durable(d->eps[i].src);
         if (d->eps[i].rsrc)
             restsrc_durable(d->eps[i].rsrc);
     }
-    journal_last_commit_seq(d->st, &d->durable_seq, NULL);
+    if (d->committed_seq > d->durable_seq)
+        d->durable_seq = d->committed_seq;
     for (int i = 0; i < d->neps; i++) {
         if (d->eps[i].sink)
             pgsink_kick(d->eps[i].sink, d->durable_seq);
         if (d->eps[i].rsink)
             restsink_kick(d->eps[i].rsink, d->durable_seq);
     }
+}
+
+/* Commits the open state transaction and tells the sources what it
+ * holds; nothing is acknowledged until it is synced. */
+static int commit_state(struct daemon *d)
+{
+    struct err e = { 0 };
+
+    save_positions(d);
+    if (!state_in_txn(d->st))
+        return 1;
+    if (state_commit(d->st, &e) != 0) {
+        log_error("daemon", "cannot commit the state; nothing is acknowledged",
+                  "err", e.msg);
+        return -1;
+    }
+    for (int i = 0; i < d->neps; i++) {
+        if (d->eps[i].src)
+            pgsrc_committed(d->eps[i].src);
+        if (d->eps[i].rsrc)
+            restsrc_committed(d->eps[i].rsrc);
+    }
+    journal_last_commit_seq(d->st, &d->committed_seq, NULL);
+    return 0;
+}
+
+static void begin_stop(struct daemon *d, const char *why);
+static void flush_state(struct daemon *d);
+
+static void on_durable(void *arg, int err)
+{
+    struct daemon *d = arg;
+
+    if (err != 0) {
+        log_error("daemon", "cannot sync the state to disk (fdatasync of its WAL "
+                  "failed); stopping, nothing after the last synced commit is "
+                  "acknowledged: check the disk, then start tandem again",
+                  "state", d->cfg->state_path, "err", strerror(err));
+        d->failed = true;
+        begin_stop(d, "state sync failed");
+        return;
+    }
+    if (d->stopping)
+        return;
+    acknowledge(d);
+    if (d->flush_wanted) {
+        d->flush_wanted = false;
+        flush_state(d);
+    }
+}
+
+/* Group commit: one commit and one WAL sync for everything since the last,
+ * then readers acknowledge and writers apply. While a sync runs the batch
+ * keeps growing; it is committed when the sync ends. */
+static void flush_state(struct daemon *d)
+{
+    if (durable_busy(d->durable)) {
+        d->flush_wanted = true;
+        return;
+    }
+    if (commit_state(d) != 0)
+        return;
+    if (durable_start(d->durable) != 0)
+        on_durable(d, durable_sync_now(d->durable));
+}
+
+/* At stop: commit and sync here, then acknowledge, so the sources can say
+ * so before they close. */
+static void flush_state_now(struct daemon *d)
+{
+    int err;
+
+    d->flush_wanted = false;
+    if (commit_state(d) < 0)
+        return;
+    if ((err = durable_sync_now(d->durable)) != 0) {
+        log_error("daemon", "cannot sync the state to disk at stop; nothing after "
+                  "the last synced commit is acknowledged", "state", d->cfg->state_path,
+                  "err", strerror(err));
+        return;
+    }
+    acknowledge(d);
 }
 
 static void on_flush_timer(uv_timer_t *t)
@@ -620,7 +698,7 @@ static void begin_stop(struct daemon *d, const char *why)
     notify_stopping();
     log_info("daemon", "stopping", "signal", why);
     /* Make every journaled change durable, then acknowledge it. */
-    flush_state(d);
+    flush_state_now(d);
     for (int i = 0; i < d->neps; i++) {
         struct endpoint_rt *r = &d->eps[i];
         if (r->src) {
@@ -695,7 +773,11 @@ static int open_state(struct daemon *d, struct err *e)
         state_commit(d->st, e) != 0)
         return -EIO;
     journal_last_commit_seq(d->st, &d->durable_seq, NULL);
-    return 0;
+    d->committed_seq = d->durable_seq;
+    /* From here on commits are synced by the durable worker. */
+    if ((rc = durable_new(&d->durable, &d->loop, d->cfg->state_path, on_durable, d, e)) != 0)
+        return rc;
+    return state_set_synchronous(d->st, false, e);
 }
 
 static int start_http(struct daemon *d, struct err *e)
@@ -762,14 +844,16 @@ int daemon_run(struct config *cfg, struct err *e)
         log_error("daemon", "cannot start backfills: out of memory");
     start_all(d);
     uv_run(&d->loop, UV_RUN_DEFAULT);
-    if (state_in_txn(d->st))
-        state_commit(d->st, NULL);
+    if (state_in_txn(d->st) && state_commit(d->st, NULL) == 0)
+        durable_sync_now(d->durable);
     rc = uv_loop_close(&d->loop);
     if (rc != 0)
         log_error("daemon", "event loop closed with open handles", "err", uv_strerror(rc));
-    rc = 0;
+    rc = d->failed ? err_set(e, -EIO, "the state %s could not be synced to disk",
+                             cfg->state_path) : 0;
     log_info("daemon", "stopped");
 out:
+    durable_free(d->durable);
     http_stop(d->http);
     health_free(d->health);
     metrics_free(d->metrics);

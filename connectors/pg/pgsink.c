@@ -11,6 +11,7 @@
 #include "../../daemon/log.h"
 #include "../../daemon/strbuf.h"
 #include "../../resolver/canon.h"
+#include "../../resolver/flatobj.h"
 #include "../../resolver/resolver.h"
 #include "../../state/conflicts.h"
 #include "../../state/dlq.h"
@@ -93,8 +94,12 @@ struct pgsink {
         const struct cfg_side *t;
         const char *cols[128];
         size_t ncols, nrows;
-        char **vals;            /* nrows * ncols, owned */
-        size_t cap;
+        size_t *offs;           /* nrows * ncols into text; SIZE_MAX for NULL */
+        const char **vals;      /* the same as pointers, built to send */
+        size_t cap;             /* of offs and vals */
+        char *text;             /* the values, NUL-terminated */
+        size_t text_len, text_cap;
+        struct flatobj scan;    /* the change being added */
     } fast;
     uint64_t parked_checked_ms;
     int group_changes;
@@ -522,6 +527,23 @@ static bool in_list(const json_t *list, const char *name)
     return false;
 }
 
+/* The shadow after an insert: its fields, as agreed by both sides now (the
+ * other side's version kept). No base is needed: an insert carries every
+ * field. */
+static void shadow_after_insert(struct pgsink *s, const struct change *c,
+                                const char hash[CANON_HASH_HEX + 1])
+{
+    const struct cfg_mapping *m = config_mapping(s->cfg, c->mapping);
+    struct shadow next = { 0 };
+    bool from_a = m != NULL && strcmp(m->a.endpoint, c->endpoint) == 0;
+
+    next.fields = (char *)c->fields;
+    memcpy(next.hash, hash, CANON_HASH_HEX + 1);
+    next.version_a_us = next.version_b_us = c->version_us;
+    if (state_begin(s->st, NULL) == 0)
+        shadow_put_side(s->st, c->mapping, c->key, &next, from_a ? 'a' : 'b', NULL);
+}
+
 /* Computes and saves the shadow this change leads to; returns the base
  * (the shadow before it) or NULL. */
 static json_t *advance_shadow(struct pgsink *s, const struct change *c,
@@ -537,13 +559,8 @@ static json_t *advance_shadow(struct pgsink *s, const struct change *c,
     *tombstone_before = false;
     from_a = m != NULL && strcmp(m->a.endpoint, c->endpoint) == 0;
     if (c->op == CHANGE_INSERT) {
-        /* An insert carries every field and is compared with no base: the
-         * old shadow is not needed, only the other side's version kept. */
-        next.fields = (char *)c->fields;
         canon_hash(fields, next.hash);
-        next.version_a_us = next.version_b_us = c->version_us;
-        if (state_begin(s->st, NULL) == 0)
-            shadow_put_side(s->st, c->mapping, c->key, &next, from_a ? 'a' : 'b', NULL);
+        shadow_after_insert(s, c, next.hash);
         return NULL;
     }
     if (shadow_get(s->st, c->mapping, c->key, &old, NULL) == 0) {
@@ -774,8 +791,7 @@ static int begin_if_needed(struct pgsink *s)
 
 static void fast_reset(struct pgsink *s)
 {
-    for (size_t i = 0; i < s->fast.nrows * s->fast.ncols; i++)
-        free(s->fast.vals[i]);
+    s->fast.text_len = 0;
     s->fast.nrows = 0;
     s->fast.ncols = 0;
     s->fast.m = NULL;
@@ -849,9 +865,11 @@ static int fast_flush(struct pgsink *s)
 
     if (s->fast.nrows == 0)
         return 0;
+    for (size_t i = 0; i < s->fast.nrows * s->fast.ncols; i++)
+        s->fast.vals[i] = s->fast.offs[i] == SIZE_MAX ? NULL : s->fast.text + s->fast.offs[i];
     if ((name = fast_stmt(s)) == NULL ||
         PQsendQueryPrepared(s->conn, name, (int)(s->fast.nrows * s->fast.ncols),
-                            (const char *const *)s->fast.vals, NULL, NULL, 0) != 1 ||
+                            s->fast.vals, NULL, NULL, 0) != 1 ||
         (q = q_push(s, Q_FAST)) == NULL)
         rc = -EIO;
     else
@@ -881,65 +899,92 @@ static const char *config_column(const struct cfg_mapping *m, const struct cfg_s
     return NULL;
 }
 
+/* Room for rows * ncols values and text_more more bytes of text. */
+static int fast_reserve(struct pgsink *s, size_t ncols, size_t text_more)
+{
+    size_t need = FAST_ROWS * ncols;
+
+    if (need > s->fast.cap) {
+        size_t *no = realloc(s->fast.offs, need * sizeof(*no));
+        const char **nv = no ? realloc(s->fast.vals, need * sizeof(*nv)) : NULL;
+
+        if (no != NULL)
+            s->fast.offs = no;
+        if (nv == NULL)
+            return -ENOMEM;
+        s->fast.vals = nv;
+        s->fast.cap = need;
+    }
+    if (s->fast.text_len + text_more > s->fast.text_cap) {
+        size_t cap = s->fast.text_cap ? s->fast.text_cap : 4096;
+        char *t;
+
+        while (cap < s->fast.text_len + text_more)
+            cap *= 2;
+        if ((t = realloc(s->fast.text, cap)) == NULL)
+            return -ENOMEM;
+        s->fast.text = t;
+        s->fast.text_cap = cap;
+    }
+    return 0;
+}
+
 /* Buffers an insert of a new key; returns 1 when taken, 0 when the change
- * must take the conditional path, negative on error. */
+ * must take the conditional path, negative on error. Only a flat object of
+ * text values (what capture writes) takes this path. */
 static int fast_add(struct pgsink *s, const struct change *c, const struct cfg_mapping *m,
                     const struct cfg_side *t)
 {
-    json_t *fields, *v, *base;
-    const char *cols[128], *k, *name;
-    size_t n = 0, need;
-    bool tomb;
+    struct flatobj *fo = &s->fast.scan;
+    const char *cols[128], *name;
+    size_t n = 0, len, row;
+    char hash[CANON_HASH_HEX + 1];
+    int rc;
 
     if (c->op != CHANGE_INSERT || c->unchanged != NULL || m->canary_enabled ||
-        s->cur_txn_seq <= s->careful_until)
+        s->cur_txn_seq <= s->careful_until || c->fields == NULL)
         return 0;
-    if ((fields = json_loads(c->fields, 0, NULL)) == NULL)
-        return 0;
-    json_object_foreach(fields, k, v) {
-        if ((name = config_column(m, t, k)) == NULL)
+    len = strlen(c->fields);
+    if ((rc = flatobj_scan(fo, c->fields, len)) <= 0)
+        return rc < 0 ? rc : 0;
+    for (size_t i = 0; i < fo->n; i++) {
+        if ((name = config_column(m, t, fo->pairs[i].key)) == NULL)
             continue;
-        if (n == 128 || (!json_is_string(v) && !json_is_null(v))) {
-            json_decref(fields);
+        if (n == 128)
             return 0;
-        }
         cols[n++] = name;
     }
     if (n == 0 || (s->fast.nrows > 0 && (s->fast.m != m || s->fast.t != t || !same_cols(s, cols, n)))) {
-        if (fast_flush(s) != 0) {
-            json_decref(fields);
+        if (fast_flush(s) != 0)
             return -EIO;
-        }
     }
-    if (n == 0) {
-        json_decref(fields);
+    if (n == 0)
         return 0;
-    }
-    need = (s->fast.nrows + 1) * n;
-    if (need > s->fast.cap) {
-        char **nv = realloc(s->fast.vals, FAST_ROWS * n * sizeof(*nv));
-        if (nv == NULL) {
-            json_decref(fields);
-            return -ENOMEM;
-        }
-        s->fast.vals = nv;
-        s->fast.cap = FAST_ROWS * n;
-    }
+    /* Unescaped values are never longer than the text they came from. */
+    if ((rc = fast_reserve(s, n, len + n)) != 0)
+        return rc;
     s->fast.m = m;
     s->fast.t = t;
     s->fast.ncols = n;
     memcpy(s->fast.cols, cols, n * sizeof(*cols));
+    row = s->fast.nrows * n;
     n = 0;
-    json_object_foreach(fields, k, v) {
-        if (config_column(m, t, k) == NULL)
+    for (size_t i = 0; i < fo->n; i++) {
+        const struct flatobj_pair *p = &fo->pairs[i];
+
+        if (config_column(m, t, p->key) == NULL)
             continue;
-        s->fast.vals[s->fast.nrows * s->fast.ncols + n++] =
-            json_is_string(v) ? strdup(json_string_value(v)) : NULL;
+        if (p->null) {
+            s->fast.offs[row + n++] = SIZE_MAX;
+            continue;
+        }
+        memcpy(s->fast.text + s->fast.text_len, p->val, p->val_len + 1);
+        s->fast.offs[row + n++] = s->fast.text_len;
+        s->fast.text_len += p->val_len + 1;
     }
     s->fast.nrows++;
-    base = advance_shadow(s, c, fields, &tomb);
-    json_decref(base);
-    json_decref(fields);
+    canon_hash_flat(fo, hash);
+    shadow_after_insert(s, c, hash);
     return s->fast.nrows == FAST_ROWS ? fast_flush(s) == 0 ? 1 : -EIO : 1;
 }
 
@@ -2040,7 +2085,10 @@ static void on_closed(uv_handle_t *h)
     if (s->closed)
         s->closed(s->closed_arg);
     free(s->q);
+    free(s->fast.offs);
     free(s->fast.vals);
+    free(s->fast.text);
+    flatobj_free(&s->fast.scan);
     free(s->excluded);
     resolver_plugin_cache_free(s->plugins);
     strbuf_free(&s->sql);

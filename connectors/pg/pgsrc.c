@@ -61,6 +61,7 @@ struct pgsrc {
     /* positions */
     uint64_t start_lsn;         /* saved position at start: older txns are duplicates */
     uint64_t pending_lsn;       /* last commit appended to the state */
+    uint64_t committed_lsn;     /* pending_lsn at the last state commit */
     uint64_t durable_lsn;       /* acknowledged-safe */
     uint64_t received_lsn;      /* last WAL position seen from the server */
     uint64_t open_changes;
@@ -524,9 +525,11 @@ static void on_status_timer(uv_timer_t *t)
  * of unrelated traffic. */
 static void note_server_position(struct pgsrc *p, uint64_t wal_end)
 {
-    if (!p->in_txn && p->pending_lsn == p->durable_lsn && wal_end > p->durable_lsn) {
+    if (!p->in_txn && p->pending_lsn == p->durable_lsn &&
+        p->committed_lsn == p->durable_lsn && wal_end > p->durable_lsn) {
         p->durable_lsn = wal_end;
         p->pending_lsn = wal_end;
+        p->committed_lsn = wal_end;
     }
 }
 
@@ -678,7 +681,10 @@ static void start_replication(struct pgsrc *p)
                  " publication_names %s, messages 'true')", slot, lsn, pub_lit) > 0 &&
         PQsendQuery(p->conn, sql) == 1) {
         p->state = SRC_STARTING;
-        p->start_lsn = p->durable_lsn;
+        /* The server resends from the acknowledged position; what the
+         * state already holds past it (committed, not yet synced) is
+         * skipped, not journaled twice. */
+        p->start_lsn = p->committed_lsn;
         pgwatch_set(&p->watch, PQsocket(p->conn), UV_READABLE);
         log_info("pgsrc", "starting replication", "endpoint", p->ep->name,
                  "slot", p->ep->slot, "lsn", lsn);
@@ -736,6 +742,8 @@ static void src_connect(struct pgsrc *p)
         p->durable_lsn = saved;
     if (p->pending_lsn < p->durable_lsn)
         p->pending_lsn = p->durable_lsn;
+    if (p->committed_lsn < p->durable_lsn)
+        p->committed_lsn = p->durable_lsn;
     pgconn_params_init(&prm, p->ep, true);
     p->conn = PQconnectStartParams(prm.keys, prm.vals, 1);
     if (p->conn == NULL || PQstatus(p->conn) == CONNECTION_BAD) {
@@ -790,14 +798,20 @@ uint64_t pgsrc_pending_lsn(const struct pgsrc *p)
     return p->pending_lsn;
 }
 
+void pgsrc_committed(struct pgsrc *p)
+{
+    p->committed_lsn = p->pending_lsn;
+    p->open_changes = 0;
+}
+
 void pgsrc_durable(struct pgsrc *p)
 {
-    bool moved = p->pending_lsn > p->durable_lsn;
+    bool moved = p->committed_lsn > p->durable_lsn;
 
-    p->durable_lsn = p->pending_lsn;
-    p->open_changes = 0;
-    if (moved)
+    if (moved) {
+        p->durable_lsn = p->committed_lsn;
         send_status(p, false);
+    }
 }
 
 const struct cfg_endpoint *pgsrc_endpoint(const struct pgsrc *p)

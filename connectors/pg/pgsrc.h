@@ -60,8 +60,12 @@ int pgsrc_start(struct pgsrc *p);
  * not): the owner saves it as the position before committing. */
 uint64_t pgsrc_pending_lsn(const struct pgsrc *p);
 
-/* The owner committed the state: everything appended so far is durable;
- * the reader may acknowledge pgsrc_pending_lsn to the server. */
+/* The owner committed the state: everything appended so far is in it.
+ * Until pgsrc_durable, nothing new is acknowledged to the server. */
+void pgsrc_committed(struct pgsrc *p);
+
+/* What the last pgsrc_committed covered is on disk: the reader may
+ * acknowledge it to the server. */
 void pgsrc_durable(struct pgsrc *p);
 
 const struct cfg_endpoint *pgsrc_endpoint(const struct pgsrc *p);

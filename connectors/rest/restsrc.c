@@ -23,7 +23,9 @@
 #define LIMIT_MAX 100000
 #define DURABLE_CHECK_MS 2000   /* a page still not durable: look why */
 
-enum feed_state { FS_WAIT, FS_REQUEST, FS_FENCE, FS_DURABLE };
+/* FS_DURABLE: the page is in the open state transaction; FS_COMMITTED:
+ * committed, waiting for the owner's sync (restsrc_durable). */
+enum feed_state { FS_WAIT, FS_REQUEST, FS_FENCE, FS_DURABLE, FS_COMMITTED };
 
 /* One feed: a mapping side on this endpoint that is a source. */
 struct feed {
@@ -367,6 +369,12 @@ static char *seq_position(const char *since)
 }
 
 /* {"<mapping>": position, ...} under the endpoint's own name, for status. */
+/* A page journaled whose cursor has not moved yet. */
+static bool page_pending(const struct feed *f)
+{
+    return f->st == FS_DURABLE || f->st == FS_COMMITTED;
+}
+
 static int save_summary(struct restsrc *p, struct err *e)
 {
     json_t *o = json_object();
@@ -376,8 +384,8 @@ static int save_summary(struct restsrc *p, struct err *e)
     for (size_t i = 0; i < p->nfeeds; i++) {
         struct feed *f = &p->feeds[i];
         const char *v = f->sd->feed.style == CFG_FEED_SEQUENCE
-            ? (f->st == FS_DURABLE ? f->next_since : f->since)
-            : (f->st == FS_DURABLE ? f->next.value : f->cur.value);
+            ? (page_pending(f) ? f->next_since : f->since)
+            : (page_pending(f) ? f->next.value : f->cur.value);
         json_object_set_new(o, f->m->name, v ? json_string(v) : json_null());
     }
     t = json_dumps(o, JSON_COMPACT);
@@ -737,7 +745,7 @@ int restsrc_start(struct restsrc *p)
     return 0;
 }
 
-void restsrc_durable(struct restsrc *p)
+void restsrc_committed(struct restsrc *p)
 {
     p->open_changes = 0;
     for (size_t i = 0; i < p->nfeeds; i++) {
@@ -747,10 +755,20 @@ void restsrc_durable(struct restsrc *p)
             continue;
         /* A failed state commit loses the page: make sure it is there
          * before the cursor moves past it. */
-        if (!page_saved(f)) {
+        if (!page_saved(f))
             page_lost(f);
+        else
+            f->st = FS_COMMITTED;
+    }
+}
+
+void restsrc_durable(struct restsrc *p)
+{
+    for (size_t i = 0; i < p->nfeeds; i++) {
+        struct feed *f = &p->feeds[i];
+
+        if (f->st != FS_COMMITTED)
             continue;
-        }
         promote(f);
         schedule_next(f);
     }

@@ -9,7 +9,7 @@
  * one journal transaction together with the feed's new position, in the
  * owner's open state transaction (position name "<endpoint>/<mapping>");
  * the next page is requested only after the owner made it durable
- * (restsrc_durable), so the cursor never runs ahead of the journal (G1).
+ * (restsrc_committed, then restsrc_durable), so the cursor never runs ahead of the journal (G1).
  * A short page means caught up: the next poll is poll_interval_ms later.
  *
  * Records are mapped to side-a names with canonical values; a key the
@@ -74,8 +74,11 @@ void restsrc_link_writer(struct restsrc *p, struct restsink *w);
 /* Loads the saved positions and starts polling. */
 int restsrc_start(struct restsrc *p);
 
-/* The owner committed the state: pages written so far are durable, their
- * cursors may move and the next pages be requested. */
+/* The owner committed the state: pages written so far are in it. */
+void restsrc_committed(struct restsrc *p);
+
+/* What the last restsrc_committed covered is on disk: those pages'
+ * cursors move and the next pages are requested. */
 void restsrc_durable(struct restsrc *p);
 
 const struct cfg_endpoint *restsrc_endpoint(const struct restsrc *p);

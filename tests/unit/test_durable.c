@@ -1,0 +1,133 @@
+/* test_durable.c: the WAL sync worker reports on the loop, once per start,
+ * with the fdatasync's result; freeing while a sync runs is safe. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "daemon/durable.h"
+
+struct fx {
+    char dir[256];
+    char state[300];
+    char wal[310];
+    uv_loop_t loop;
+    int calls, last_err;
+};
+
+static int setup(void **ctx)
+{
+    struct fx *fx = calloc(1, sizeof(*fx));
+    const char *t = getenv("TMPDIR");
+
+    assert_non_null(fx);
+    snprintf(fx->dir, sizeof(fx->dir), "%s/tandem-durable-XXXXXX",
+             t != NULL && t[0] != '\0' ? t : "/tmp");
+    assert_non_null(mkdtemp(fx->dir));
+    snprintf(fx->state, sizeof(fx->state), "%s/state.db", fx->dir);
+    snprintf(fx->wal, sizeof(fx->wal), "%s-wal", fx->state);
+    assert_int_equal(uv_loop_init(&fx->loop), 0);
+    *ctx = fx;
+    return 0;
+}
+
+static int teardown(void **ctx)
+{
+    struct fx *fx = *ctx;
+
+    uv_loop_close(&fx->loop);
+    unlink(fx->wal);
+    rmdir(fx->dir);
+    free(fx);
+    return 0;
+}
+
+static void on_done(void *arg, int err)
+{
+    struct fx *fx = arg;
+
+    fx->calls++;
+    fx->last_err = err;
+}
+
+static void write_wal(struct fx *fx)
+{
+    int fd = open(fx->wal, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "frames", 6), 6);
+    close(fd);
+}
+
+static void test_sync_reports_once(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct durable *d = NULL;
+    struct err e = { 0 };
+
+    write_wal(fx);
+    assert_int_equal(durable_new(&d, &fx->loop, fx->state, on_done, fx, &e), 0);
+    assert_false(durable_busy(d));
+    assert_int_equal(durable_start(d), 0);
+    assert_true(durable_busy(d));
+    assert_int_equal(durable_start(d), -EBUSY);     /* one at a time */
+    assert_int_equal(fx->calls, 0);                 /* reported on the loop */
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(fx->calls, 1);
+    assert_int_equal(fx->last_err, 0);
+    assert_false(durable_busy(d));
+    assert_int_equal(durable_start(d), 0);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(fx->calls, 2);
+    assert_int_equal(durable_sync_now(d), 0);
+    durable_free(d);
+}
+
+static void test_missing_wal_is_an_error(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct durable *d = NULL;
+    struct err e = { 0 };
+
+    assert_int_equal(durable_new(&d, &fx->loop, fx->state, on_done, fx, &e), 0);
+    assert_int_equal(durable_start(d), 0);
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(fx->calls, 1);
+    assert_int_equal(fx->last_err, ENOENT);
+    assert_int_equal(durable_sync_now(d), ENOENT);
+    durable_free(d);
+}
+
+static void test_free_while_busy(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct durable *d = NULL;
+    struct err e = { 0 };
+
+    write_wal(fx);
+    assert_int_equal(durable_new(&d, &fx->loop, fx->state, on_done, fx, &e), 0);
+    assert_int_equal(durable_start(d), 0);
+    durable_free(d);                    /* freed when the sync ends */
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(fx->calls, 0);     /* and its report dropped */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_sync_reports_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing_wal_is_an_error, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_free_while_busy, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
