@@ -104,8 +104,11 @@ int journal_txn_open(struct state *s, const char *endpoint, int64_t source_xid,
                     source_xid, commit_lsn, commit_ts_us, state_now_us(s), last + 1);
     if (rc == 0)
         rc = state_step_done(s, st, e, "journal open transaction");
-    if (rc == 0)
-        *txn = sqlite3_last_insert_rowid(s->db);
+    if (rc == 0) {
+        *txn = s->append_txn = sqlite3_last_insert_rowid(s->db);
+        s->append_n = 0;
+        s->append_full = true;
+    }
     state_stmt_done(s, ST_J_TXN_OPEN, st);
     return rc;
 }
@@ -128,6 +131,8 @@ static int journal_txn_check_open(struct state *s, int64_t txn, struct err *e)
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW && sqlite3_column_int(st, 0) == 1) {
             s->append_txn = txn;
+            s->append_n = 0;
+            s->append_full = false;
             rc = 0;
         } else if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
             rc = err_set(e, -ENOENT, "journal append: no open transaction %"
@@ -141,126 +146,18 @@ static int journal_txn_check_open(struct state *s, int64_t txn, struct err *e)
     return rc;
 }
 
-/* Copies text (or NULL) into the pending buffer; returns its offset. */
-static int pending_text(struct journal_pending *p, const char *text, size_t *off)
-{
-    size_t n;
-
-    if (text == NULL) {
-        *off = SIZE_MAX;
-        return 0;
-    }
-    n = strlen(text) + 1;
-    if (p->len + n > p->cap) {
-        size_t cap = p->cap ? p->cap : 4096;
-        char *b;
-
-        while (cap < p->len + n)
-            cap *= 2;
-        if ((b = realloc(p->buf, cap)) == NULL)
-            return -ENOMEM;
-        p->buf = b;
-        p->cap = cap;
-    }
-    memcpy(p->buf + p->len, text, n);
-    *off = p->len;
-    p->len += n;
-    return 0;
-}
-
-static const char *pending_at(const struct journal_pending *p, size_t off)
-{
-    return off == SIZE_MAX ? NULL : p->buf + off;
-}
-
-void journal_discard(struct state *s)
-{
-    s->pending.n = 0;
-    s->pending.len = 0;
-}
-
-static const char append_cols[] =
-    "INSERT INTO journal_change (txn, mapping, op, key, old_key,"
-    " fields, unchanged, version_us, old_fields, seq) VALUES ";
-
-static int bind_text(sqlite3_stmt *st, int idx, const char *v)
-{
-    return v ? sqlite3_bind_text(st, idx, v, -1, SQLITE_STATIC)
-             : sqlite3_bind_null(st, idx);
-}
-
-/* Binds one row at parameter base + 1.. in append_cols order. */
-static int bind_row(struct state *s, sqlite3_stmt *st, int base,
-                    const struct journal_row *r, struct err *e)
-{
-    const struct journal_pending *p = &s->pending;
-    int rc = sqlite3_bind_int64(st, base + 1, r->txn);
-
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, base + 2, pending_at(p, r->off[0]));     /* mapping */
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, base + 3, r->op);
-    for (int i = 1; rc == SQLITE_OK && i <= 4; i++)   /* key .. unchanged */
-        rc = bind_text(st, base + 3 + i, pending_at(p, r->off[i]));
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, base + 8, r->version_us);
-    if (rc == SQLITE_OK)
-        rc = bind_text(st, base + 9, pending_at(p, r->off[5]));     /* old_fields */
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, base + 10, r->seq);
-    if (rc != SQLITE_OK)
-        return state_sqlerr(s, e, rc, "journal append: bind change %" PRId64, r->seq);
-    return 0;
-}
-
-/* Runs one insert of rows [from, from + n); n is 1 or JOURNAL_BATCH. */
-static int insert_rows(struct state *s, int from, int n, struct err *e)
-{
-    enum state_stmt_id id = n == 1 ? ST_J_APPEND : ST_J_APPEND_MANY;
-    char sql[sizeof(append_cols) + JOURNAL_BATCH * 24];
-    size_t len = 0;
-    sqlite3_stmt *st;
-    int rc;
-
-    len += (size_t)snprintf(sql, sizeof(sql), "%s", append_cols);
-    for (int r = 0; r < n; r++)
-        len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s(?,?,?,?,?,?,?,?,?,?)",
-                                r > 0 ? "," : "");
-    rc = state_stmt(s, id, sql, &st, e);
-    if (rc < 0)
-        return rc;
-    for (int r = 0; rc == 0 && r < n; r++)
-        rc = bind_row(s, st, r * 10, &s->pending.row[from + r], e);
-    if (rc == 0) {
-        rc = sqlite3_step(st);
-        rc = rc == SQLITE_DONE ? 0
-           : state_sqlerr(s, e, rc, "journal append to txn %" PRId64,
-                          s->pending.row[from].txn);
-    }
-    state_stmt_done(s, id, st);
-    return rc;
-}
-
 int journal_flush(struct state *s, struct err *e)
 {
-    struct journal_pending *p = &s->pending;
-    int rc = 0;
-
-    if (p->n == JOURNAL_BATCH)
-        rc = insert_rows(s, 0, JOURNAL_BATCH, e);
-    else
-        for (int r = 0; rc == 0 && r < p->n; r++)
-            rc = insert_rows(s, r, 1, e);
-    journal_discard(s);
-    return rc;
+    return rowbatch_flush(s, &s->journal_rows, ST_J_APPEND, ST_J_APPEND_MANY,
+                          "INSERT INTO journal_change (txn, mapping, op, key, old_key,"
+                          " fields, unchanged, version_us, old_fields, seq) VALUES ",
+                          "", e, "journal append");
 }
 
 int journal_append(struct state *s, int64_t txn, struct change *c,
                    struct err *e)
 {
-    struct journal_pending *p = &s->pending;
-    const char *texts[JOURNAL_ROW_TEXTS];
-    struct journal_row *r;
+    char op[2] = { 0 };
     int64_t seq;
     int rc;
 
@@ -274,29 +171,19 @@ int journal_append(struct state *s, int64_t txn, struct change *c,
     if ((rc = journal_txn_check_open(s, txn, e)) < 0 ||
         (rc = journal_change_seq(s, &seq, e)) < 0)
         return rc;
-    r = &p->row[p->n];
-    texts[0] = c->mapping;
-    texts[1] = c->key;
-    texts[2] = c->old_key;
-    texts[3] = c->fields;
-    texts[4] = c->unchanged;
-    texts[5] = c->old_fields;
-    for (int i = 0; i < JOURNAL_ROW_TEXTS; i++)
-        if (pending_text(p, texts[i], &r->off[i]) < 0)
-            return err_set(e, -ENOMEM, "journal append to txn %" PRId64
-                           ": out of memory", txn);
-    r->txn = txn;
-    r->seq = seq + 1;
-    r->version_us = c->version_us;
-    r->op[0] = (char)c->op;
-    r->op[1] = '\0';
-    p->n++;
+    op[0] = (char)c->op;
+    if (rowbatch_add(&s->journal_rows, "lttttttltl", txn, c->mapping, op, c->key,
+                     c->old_key, c->fields, c->unchanged, c->version_us,
+                     c->old_fields, seq + 1) != 0)
+        return err_set(e, -ENOMEM, "journal append to txn %" PRId64
+                       ": out of memory", txn);
     c->seq = s->last_change_seq = seq + 1;
     c->txn = txn;
+    s->append_n++;
     /* Outside a transaction each statement commits on its own: so does
      * an append. */
-    if ((p->n == JOURNAL_BATCH || !state_in_txn(s)) && (rc = journal_flush(s, e)) < 0)
-        return rc;
+    if (s->journal_rows.nrows == ROWBATCH_ROWS || !state_in_txn(s))
+        return journal_flush(s, e);
     return 0;
 }
 
@@ -341,13 +228,21 @@ int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
 {
     sqlite3_stmt *st;
     int64_t n = 0, seq = 0, last = s->last_commit_seq, last_change = 0;
-    bool own;
-    int rc = state_tx_enter(s, &own, e);
+    bool own = false, entered = false;
+    int rc = 0;
 
-    if (rc < 0)
-        return rc;
+    /* A transaction opened here and appended to without interruption has a
+     * known count and is open: its commit is one statement, which needs no
+     * savepoint. Otherwise count (and check) it in one. */
+    if (txn == s->append_txn && s->append_full && state_in_txn(s)) {
+        n = s->append_n;
+    } else {
+        if ((rc = state_tx_enter(s, &own, e)) < 0)
+            return rc;
+        entered = true;
+        rc = journal_txn_count(s, txn, &n, e);
+    }
     s->append_txn = 0;
-    rc = journal_txn_count(s, txn, &n, e);
     if (rc == 0 && n == 0) {
         rc = state_stmt(s, ST_J_TXN_DELETE,
                         "DELETE FROM journal_txn WHERE txn = ?1", &st, e);
@@ -377,7 +272,8 @@ int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
             state_stmt_done(s, ST_J_TXN_COMMIT, st);
         }
     }
-    rc = state_tx_leave(s, own, rc, e);
+    if (entered)
+        rc = state_tx_leave(s, own, rc, e);
     if (rc < 0)
         return rc;
     if (n > 0)

@@ -42,6 +42,8 @@ int shadow_get(struct state *s, const char *mapping, const char *key,
     if (mapping == NULL || key == NULL || out == NULL)
         return err_set(e, -EINVAL, "shadow_get: missing mapping or key");
     memset(out, 0, sizeof(*out));
+    if ((rc = shadow_flush(s, e)) < 0)
+        return rc;
     rc = state_stmt(s, ST_SH_GET,
                     "SELECT hash, fields, version_a_us, version_b_us, tombstone"
                     " FROM shadow WHERE mapping = ?1 AND key = ?2", &st, e);
@@ -70,36 +72,50 @@ int shadow_get(struct state *s, const char *mapping, const char *key,
     return rc;
 }
 
+/* The rows of a batch are all for one side: the side names which version
+ * an existing shadow takes (the other keeps its own). */
+#define PUT_SIDE_HEAD \
+    "INSERT INTO shadow (mapping, key, hash, fields, version_a_us," \
+    " version_b_us, tombstone, updated_at_us) VALUES "
+#define PUT_SIDE_TAIL(take) \
+    " ON CONFLICT (mapping, key) DO UPDATE SET" \
+    " hash = excluded.hash, fields = excluded.fields," \
+    " " take " = excluded." take "," \
+    " tombstone = excluded.tombstone, updated_at_us = excluded.updated_at_us"
+
+int shadow_flush(struct state *s, struct err *e)
+{
+    struct rowbatch *b = &s->shadow_rows;
+
+    if (b->nrows == 0)
+        return 0;
+    if (b->tag == 'a')
+        return rowbatch_flush(s, b, ST_SH_PUT_A1, ST_SH_PUT_AN, PUT_SIDE_HEAD,
+                              PUT_SIDE_TAIL("version_a_us"), e, "shadow put side a");
+    return rowbatch_flush(s, b, ST_SH_PUT_B1, ST_SH_PUT_BN, PUT_SIDE_HEAD,
+                          PUT_SIDE_TAIL("version_b_us"), e, "shadow put side b");
+}
+
 int shadow_put_side(struct state *s, const char *mapping, const char *key,
                     const struct shadow *sh, char side, struct err *e)
 {
-    sqlite3_stmt *st;
+    struct rowbatch *b = &s->shadow_rows;
     int rc;
 
     if (mapping == NULL || key == NULL || sh == NULL || (side != 'a' && side != 'b'))
         return err_set(e, -EINVAL, "shadow_put_side: missing mapping, key or side");
-    rc = state_stmt(s, ST_SH_PUT_SIDE,
-                    "INSERT INTO shadow (mapping, key, hash, fields, version_a_us,"
-                    " version_b_us, tombstone, updated_at_us)"
-                    " VALUES (?1, ?2, ?3, ?4, CASE WHEN ?9 = 'a' THEN ?5 ELSE 0 END,"
-                    " CASE WHEN ?9 = 'b' THEN ?6 ELSE 0 END, ?7, ?8)"
-                    " ON CONFLICT (mapping, key) DO UPDATE SET"
-                    " hash = excluded.hash, fields = excluded.fields,"
-                    " version_a_us = CASE WHEN ?9 = 'a' THEN excluded.version_a_us"
-                    " ELSE shadow.version_a_us END,"
-                    " version_b_us = CASE WHEN ?9 = 'b' THEN excluded.version_b_us"
-                    " ELSE shadow.version_b_us END,"
-                    " tombstone = excluded.tombstone,"
-                    " updated_at_us = excluded.updated_at_us", &st, e);
-    if (rc < 0)
+    if (b->nrows > 0 && b->tag != side && (rc = shadow_flush(s, e)) < 0)
         return rc;
-    rc = state_bind(s, st, e, "shadow put side", "ttttllblt", mapping, key, sh->hash,
-                    sh->fields, sh->version_a_us, sh->version_b_us,
-                    (int)sh->tombstone, state_now_us(s), side == 'a' ? "a" : "b");
-    if (rc == 0)
-        rc = state_step_done(s, st, e, "shadow put side");
-    state_stmt_done(s, ST_SH_PUT_SIDE, st);
-    return rc;
+    b->tag = side;
+    /* A new shadow has 0 for the other side's version. */
+    if (rowbatch_add(b, "ttttllll", mapping, key, sh->hash, sh->fields,
+                     side == 'a' ? sh->version_a_us : (int64_t)0,
+                     side == 'b' ? sh->version_b_us : (int64_t)0,
+                     (int64_t)(sh->tombstone ? 1 : 0), state_now_us(s)) != 0)
+        return err_set(e, -ENOMEM, "shadow put side %s %s: out of memory", mapping, key);
+    if (b->nrows == ROWBATCH_ROWS || !state_in_txn(s))
+        return shadow_flush(s, e);
+    return 0;
 }
 
 int shadow_put(struct state *s, const char *mapping, const char *key,
@@ -113,6 +129,8 @@ int shadow_put(struct state *s, const char *mapping, const char *key,
     if (strnlen(sh->hash, sizeof(sh->hash)) == sizeof(sh->hash))
         return err_set(e, -EINVAL, "shadow_put %s %s: hash not terminated",
                        mapping, key);
+    if ((rc = shadow_flush(s, e)) < 0)
+        return rc;
     rc = state_stmt(s, ST_SH_PUT,
                     "INSERT INTO shadow (mapping, key, hash, fields, version_a_us,"
                     " version_b_us, tombstone, updated_at_us)"
@@ -167,6 +185,10 @@ static int shadow_delete2(struct state *s, enum state_stmt_id id,
 int shadow_delete(struct state *s, const char *mapping, const char *key,
                   struct err *e)
 {
+    int rc = shadow_flush(s, e);
+
+    if (rc < 0)
+        return rc;
     return shadow_delete2(s, ST_SH_DELETE,
                           "DELETE FROM shadow WHERE mapping = ?1 AND key = ?2",
                           mapping, key, e, "shadow delete");
@@ -181,6 +203,8 @@ int shadow_scan(struct state *s, const char *mapping, const char *after_key,
 
     if (mapping == NULL || fn == NULL)
         return err_set(e, -EINVAL, "shadow scan: missing mapping or callback");
+    if ((rc = shadow_flush(s, e)) < 0)
+        return rc;
     rc = state_stmt(s, ST_SH_SCAN,
                     "SELECT key, hash, fields, version_a_us, version_b_us, tombstone"
                     " FROM shadow WHERE mapping = ?1 AND (?2 IS NULL OR key > ?2)"
@@ -226,6 +250,8 @@ int shadow_count(struct state *s, const char *mapping, bool with_tombstones,
 
     if (mapping == NULL || out == NULL)
         return err_set(e, -EINVAL, "shadow count: missing mapping");
+    if ((rc = shadow_flush(s, e)) < 0)
+        return rc;
     rc = state_stmt(s, ST_SH_COUNT,
                     "SELECT count(*) FROM shadow WHERE mapping = ?1"
                     " AND (?2 OR tombstone = 0)", &st, e);

@@ -449,6 +449,19 @@ int state_query_int64(struct state *s, enum state_stmt_id id, const char *sql,
     return rc;
 }
 
+int state_flush_rows(struct state *s, struct err *e)
+{
+    int rc = journal_flush(s, e);
+
+    return rc < 0 ? rc : shadow_flush(s, e);
+}
+
+void state_drop_rows(struct state *s)
+{
+    rowbatch_clear(&s->journal_rows);
+    rowbatch_clear(&s->shadow_rows);
+}
+
 /* Takes the write lock. Counters cached from this connection's own writes
  * are stale when another process (a CLI repair, a retry) committed since:
  * data_version says so. */
@@ -483,7 +496,7 @@ int state_begin(struct state *s, struct err *e)
 void state_rollback(struct state *s)
 {
     s->batch = false;
-    journal_discard(s);
+    state_drop_rows(s);
     if (!state_in_txn(s))
         return;
     state_run(s, ST_ROLLBACK, "ROLLBACK", NULL);
@@ -511,7 +524,7 @@ int state_commit(struct state *s, struct err *e)
                        "was saved", s->path);
     }
     s->batch = false;
-    rc = journal_flush(s, e);
+    rc = state_flush_rows(s, e);
     if (rc == 0)
         rc = state_run(s, ST_COMMIT, "COMMIT", e);
     if (rc < 0)
@@ -525,8 +538,8 @@ int state_tx_enter(struct state *s, bool *own, struct err *e)
 
     if (state_in_txn(s)) {
         *own = false;
-        /* Changes appended before the savepoint are not its to undo. */
-        if ((rc = journal_flush(s, e)) < 0)
+        /* Rows gathered before the savepoint are not its to undo. */
+        if ((rc = state_flush_rows(s, e)) < 0)
             return rc;
         return state_run(s, ST_SAVEPOINT, "SAVEPOINT tandem_op", e);
     }
@@ -546,7 +559,7 @@ int state_tx_leave(struct state *s, bool own, int rc, struct err *e)
     if (own) {
         state_rollback(s);
     } else if (state_in_txn(s)) {
-        journal_discard(s);
+        state_drop_rows(s);
         /* SQLite may have rolled the whole transaction back already. */
         state_run(s, ST_ROLLBACK_TO, "ROLLBACK TO tandem_op", NULL);
         state_run(s, ST_RELEASE, "RELEASE tandem_op", NULL);
@@ -880,7 +893,8 @@ void state_close(struct state *s)
         sqlite3_close(s->db);   /* rolls back an open transaction */
     if (s->lock_fd >= 0)
         close(s->lock_fd);      /* releases the flock */
-    free(s->pending.buf);
+    rowbatch_free(&s->journal_rows);
+    rowbatch_free(&s->shadow_rows);
     free(s->path);
     free(s);
 }

@@ -81,7 +81,10 @@ enum state_stmt_id {
     ST_DLQ_COUNT_KEY,
     ST_DLQ_LIST_WAITING,
     ST_DLQ_EXISTING,
-    ST_SH_PUT_SIDE,
+    ST_SH_PUT_A1,
+    ST_SH_PUT_AN,
+    ST_SH_PUT_B1,
+    ST_SH_PUT_BN,
     ST_DLQ_SET_OPEN,
     ST_PK_PARK,
     ST_PK_UNPARK,
@@ -98,25 +101,38 @@ enum state_stmt_id {
     ST__COUNT
 };
 
-/* Changes appended but not yet inserted. journal_append gathers them into
- * multi-row inserts (a third less work per change than one insert each);
- * state_commit, state_tx_enter and every read of journal_change flush
- * them first, so no one sees the journal without them. */
-#define JOURNAL_BATCH 32
-#define JOURNAL_ROW_TEXTS 6
+/* Rows gathered for one multi-row INSERT: journal changes and shadows are
+ * written one statement per ROWBATCH_ROWS rows, a third less work per row
+ * than one each. Pending rows are flushed before anything reads their
+ * table, and by state_commit and state_tx_enter; a rollback drops them.
+ * Text values are copied. */
+#define ROWBATCH_ROWS 32
+#define ROWBATCH_COLS 10
 
-struct journal_row {
-    int64_t txn, seq, version_us;
-    char op[2];
-    size_t off[JOURNAL_ROW_TEXTS];  /* into buf; SIZE_MAX for NULL */
+struct rowbatch_cell {
+    int64_t i;                  /* the integer, or the text's offset in buf */
+    char kind;                  /* 'l' integer, 't' text, 'n' null */
 };
 
-struct journal_pending {
-    int n;
-    struct journal_row row[JOURNAL_BATCH];
+struct rowbatch {
+    int ncols, nrows;
+    int tag;                    /* what the rows share (the shadow's side) */
+    struct rowbatch_cell cell[ROWBATCH_ROWS * ROWBATCH_COLS];
     char *buf;
     size_t len, cap;
 };
+
+/* Adds one row of values typed as for state_bind ('t' text or NULL,
+ * 'l' int64_t); -EOVERFLOW when full, -ENOMEM. */
+int rowbatch_add(struct rowbatch *b, const char *types, ...);
+
+/* Inserts the rows as head "(?, ..), .." tail: one statement (id_many)
+ * when full, else one per row (id_one); empties b either way. */
+int rowbatch_flush(struct state *s, struct rowbatch *b, enum state_stmt_id id_one,
+                   enum state_stmt_id id_many, const char *head, const char *tail,
+                   struct err *e, const char *what);
+void rowbatch_clear(struct rowbatch *b);
+void rowbatch_free(struct rowbatch *b);
 
 struct state {
     sqlite3 *db;
@@ -127,7 +143,10 @@ struct state {
     int64_t last_commit_seq;        /* cached, -1 when unknown */
     int64_t last_change_seq;        /* cached, -1 when unknown */
     int64_t append_txn;             /* last journal txn found open, 0 none */
-    struct journal_pending pending; /* appended changes not yet inserted */
+    int64_t append_n;               /* changes appended to it since */
+    bool append_full;               /* ... since it was opened: all of them */
+    struct rowbatch journal_rows;   /* appended changes not yet inserted */
+    struct rowbatch shadow_rows;    /* shadow_put_side rows not yet written */
     int64_t data_version;           /* PRAGMA data_version at the last BEGIN */
     bool batch;                     /* state_begin opened a transaction */
     state_clock_fn clock;
@@ -140,10 +159,12 @@ struct state {
 int state_query_int64(struct state *s, enum state_stmt_id id, const char *sql,
                       int64_t *out, struct err *e, const char *what);
 
-/* Inserts the pending appended changes (journal.c). */
+/* Writes the pending journal and shadow rows. */
+int state_flush_rows(struct state *s, struct err *e);
 int journal_flush(struct state *s, struct err *e);
+int shadow_flush(struct state *s, struct err *e);
 /* Drops them: their transaction is being rolled back. */
-void journal_discard(struct state *s);
+void state_drop_rows(struct state *s);
 
 /* Sets *out to the cached statement id, preparing it from sql on first
  * use. When the cached one is still stepping (a callback re-entered the

@@ -527,9 +527,8 @@ static bool in_list(const json_t *list, const char *name)
     return false;
 }
 
-/* The shadow after an insert: its fields, as agreed by both sides now (the
- * other side's version kept). No base is needed: an insert carries every
- * field. */
+/* The shadow after an insert or a whole update: its fields, as agreed by
+ * both sides now (the other side's version kept). */
 static void shadow_after_insert(struct pgsink *s, const struct change *c,
                                 const char hash[CANON_HASH_HEX + 1])
 {
@@ -542,6 +541,20 @@ static void shadow_after_insert(struct pgsink *s, const struct change *c,
     next.version_a_us = next.version_b_us = c->version_us;
     if (state_begin(s->st, NULL) == 0)
         shadow_put_side(s->st, c->mapping, c->key, &next, from_a ? 'a' : 'b', NULL);
+}
+
+/* An update captured from PostgreSQL with its whole new row (no unchanged
+ * TOAST value) and its before-image: the new shadow is its fields, and the
+ * before-image, not the shadow, is its base. No merge with the old shadow
+ * is needed. */
+static bool whole_update(struct pgsink *s, const struct change *c)
+{
+    const struct cfg_endpoint *src;
+
+    if (c->op != CHANGE_UPDATE || c->unchanged != NULL || c->old_fields == NULL)
+        return false;
+    src = config_endpoint(s->cfg, c->endpoint);
+    return src != NULL && src->kind == CFG_KIND_POSTGRES;
 }
 
 /* Computes and saves the shadow this change leads to; returns the base
@@ -558,7 +571,7 @@ static json_t *advance_shadow(struct pgsink *s, const struct change *c,
 
     *tombstone_before = false;
     from_a = m != NULL && strcmp(m->a.endpoint, c->endpoint) == 0;
-    if (c->op == CHANGE_INSERT) {
+    if (c->op == CHANGE_INSERT || whole_update(s, c)) {
         canon_hash(fields, next.hash);
         shadow_after_insert(s, c, next.hash);
         return NULL;

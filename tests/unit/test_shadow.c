@@ -129,6 +129,49 @@ static void test_shadow_put_side(void **ctx)
     assert_int_equal(shadow_put_side(fx->s, "m", "[\"7\"]", &sh, 'c', &e), -EINVAL);
 }
 
+/* Inside a transaction puts are gathered into multi-row writes: reads see
+ * them, a side change or a commit writes them, a rollback drops them. */
+static void test_shadow_put_side_batched(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct shadow sh = {0}, got = {0};
+    char key[16];
+    int64_t n = 0;
+
+    memset(sh.hash, 'c', SHADOW_HASH_LEN);
+    sh.fields = "{\"v\":\"1\"}";
+    assert_int_equal(state_begin(fx->s, &e), 0);
+    for (int i = 0; i < 40; i++) {      /* one full batch and 8 left over */
+        snprintf(key, sizeof(key), "[\"%d\"]", i);
+        sh.version_a_us = sh.version_b_us = 100 + i;
+        assert_int_equal(shadow_put_side(fx->s, "m", key, &sh, 'a', &e), 0);
+    }
+    sh.version_a_us = sh.version_b_us = 900;
+    sh.fields = "{\"v\":\"2\"}";
+    for (int i = 36; i < 38; i++) {     /* pending keys, now from side b */
+        snprintf(key, sizeof(key), "[\"%d\"]", i);
+        assert_int_equal(shadow_put_side(fx->s, "m", key, &sh, 'b', &e), 0);
+    }
+    sh.version_a_us = sh.version_b_us = 901;
+    assert_int_equal(shadow_put_side(fx->s, "m", "[\"37\"]", &sh, 'b', &e), 0);
+    assert_int_equal(shadow_get(fx->s, "m", "[\"37\"]", &got, &e), 0);
+    assert_int_equal(got.version_a_us, 137);    /* side a's, kept */
+    assert_int_equal(got.version_b_us, 901);    /* the last put wins */
+    assert_string_equal(got.fields, "{\"v\":\"2\"}");
+    shadow_clear(&got);
+    assert_int_equal(shadow_put_side(fx->s, "m", "[\"99\"]", &sh, 'a', &e), 0);
+    assert_int_equal(state_commit(fx->s, &e), 0);
+    assert_int_equal(shadow_count(fx->s, "m", true, &n, &e), 0);
+    assert_int_equal(n, 41);
+    assert_int_equal(state_begin(fx->s, &e), 0);
+    assert_int_equal(shadow_put_side(fx->s, "m", "[\"500\"]", &sh, 'a', &e), 0);
+    state_rollback(fx->s);
+    assert_int_equal(shadow_get(fx->s, "m", "[\"500\"]", &got, &e), -ENOENT);
+    assert_int_equal(shadow_count(fx->s, "m", true, &n, &e), 0);
+    assert_int_equal(n, 41);
+}
+
 static void test_shadow_replace_tombstone(void **ctx)
 {
     struct fx *fx = *ctx;
@@ -357,6 +400,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_shadow_put_get),
         T(test_shadow_put_side),
+        T(test_shadow_put_side_batched),
         T(test_shadow_replace_tombstone),
         T(test_shadow_scan),
         T(test_xref),
