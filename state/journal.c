@@ -19,32 +19,76 @@ static const char sql_max_seq[] =
     "           coalesce((SELECT CAST(v AS INTEGER) FROM meta"
     "                     WHERE k = 'journal_pruned_seq'), 0))";
 
-static int journal_max_seq(struct state *s, int64_t *out, struct err *e)
+/* Column order of a pending journal_txn row (txn_rows). */
+enum { TX_TXN, TX_ENDPOINT, TX_XID, TX_COMMIT_LSN, TX_END_LSN, TX_COMMIT_TS,
+       TX_COMMIT_SEQ, TX_OPENED, TX_COMMITTED, TX_NCHANGES, TX_FIRST, TX_LAST };
+
+/* Writes the pending transactions and changes: before anything reads
+ * journal_txn or journal_change. */
+int journal_flush(struct state *s, struct err *e)
 {
-    return state_query_int64(s, ST_J_MAX_SEQ, sql_max_seq, out, e,
-                             "journal: read last commit sequence");
+    int rc = rowbatch_flush(s, &s->txn_rows, ST_J_TXN_OPEN, ST_J_TXN_MANY,
+                            "INSERT INTO journal_txn (txn, endpoint, source_xid, commit_lsn,"
+                            " end_lsn, commit_ts_us, commit_seq, opened_at_us,"
+                            " committed_at_us, nchanges, first_seq, last_seq) VALUES ",
+                            "", e, "journal transaction");
+
+    if (rc < 0) {
+        rowbatch_clear(&s->journal_rows);
+        return rc;
+    }
+    return rowbatch_flush(s, &s->journal_rows, ST_J_APPEND, ST_J_APPEND_MANY,
+                          "INSERT INTO journal_change (txn, mapping, op, key, old_key,"
+                          " fields, unchanged, version_us, old_fields, seq) VALUES ",
+                          "", e, "journal append");
 }
 
-/* The last change sequence given out: the newest change, or the high water
- * pruning saved, whichever is larger. Cached inside a write transaction:
- * the table does not hold the pending changes yet, and state_begin drops
- * the cache when another process wrote since. */
-static int journal_change_seq(struct state *s, int64_t *out, struct err *e)
+static int journal_max_seq(struct state *s, int64_t *out, struct err *e)
+{
+    int rc = journal_flush(s, e);
+
+    return rc < 0 ? rc : state_query_int64(s, ST_J_MAX_SEQ, sql_max_seq, out, e,
+                                           "journal: read last commit sequence");
+}
+
+/* A counter this connection gives out: *cache inside a write transaction
+ * (the table does not hold pending rows yet, and state_begin drops the
+ * cache when another process wrote since), else read by sql. */
+static int cached_counter(struct state *s, int64_t *cache, enum state_stmt_id id,
+                          const char *sql, int64_t *out, struct err *e, const char *what)
 {
     int rc;
 
-    if (s->last_change_seq >= 0 && state_in_txn(s)) {
-        *out = s->last_change_seq;
+    if (*cache >= 0 && state_in_txn(s)) {
+        *out = *cache;
         return 0;
     }
-    rc = state_query_int64(s, ST_J_CHANGE_SEQ,
-                           "SELECT max(coalesce((SELECT max(seq) FROM journal_change), 0),"
-                           " coalesce((SELECT CAST(v AS INTEGER) FROM meta"
-                           "           WHERE k = 'journal_change_seq'), 0))", out, e,
-                           "journal: read last change sequence");
+    rc = state_query_int64(s, id, sql, out, e, what);
     if (rc == 0)
-        s->last_change_seq = *out;
+        *cache = *out;
     return rc;
+}
+
+/* The last change sequence given out: the newest change, or the high water
+ * pruning saved, whichever is larger. */
+static int journal_change_seq(struct state *s, int64_t *out, struct err *e)
+{
+    return cached_counter(s, &s->last_change_seq, ST_J_CHANGE_SEQ,
+                          "SELECT max(coalesce((SELECT max(seq) FROM journal_change), 0),"
+                          " coalesce((SELECT CAST(v AS INTEGER) FROM meta"
+                          "           WHERE k = 'journal_change_seq'), 0))", out, e,
+                          "journal: read last change sequence");
+}
+
+/* The last transaction id given out (journal_txn is AUTOINCREMENT, so
+ * sqlite_sequence keeps the high water). */
+static int journal_txn_id(struct state *s, int64_t *out, struct err *e)
+{
+    return cached_counter(s, &s->last_txn_id, ST_J_TXN_ID,
+                          "SELECT max(coalesce((SELECT max(txn) FROM journal_txn), 0),"
+                          " coalesce((SELECT seq FROM sqlite_sequence"
+                          "           WHERE name = 'journal_txn'), 0))", out, e,
+                          "journal: read last transaction id");
 }
 
 int journal_recover(struct state *s, struct err *e)
@@ -83,8 +127,7 @@ int journal_txn_open(struct state *s, const char *endpoint, int64_t source_xid,
                      uint64_t commit_lsn, int64_t commit_ts_us, int64_t *txn,
                      struct err *e)
 {
-    sqlite3_stmt *st;
-    int64_t last;
+    int64_t last, id;
     int rc;
 
     if (endpoint == NULL || txn == NULL)
@@ -92,25 +135,21 @@ int journal_txn_open(struct state *s, const char *endpoint, int64_t source_xid,
     if (!state_in_txn(s))
         return err_set(e, -EINVAL, "journal_txn_open for %s outside "
                                    "state_begin/state_commit", endpoint);
-    if ((rc = journal_change_seq(s, &last, e)) < 0)
+    if ((rc = journal_change_seq(s, &last, e)) < 0 || (rc = journal_txn_id(s, &id, e)) < 0)
         return rc;
-    rc = state_stmt(s, ST_J_TXN_OPEN,
-                    "INSERT INTO journal_txn (endpoint, source_xid, commit_lsn,"
-                    " commit_ts_us, opened_at_us, first_seq)"
-                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)", &st, e);
-    if (rc < 0)
+    if (s->txn_rows.nrows == ROWBATCH_ROWS && (rc = journal_flush(s, e)) < 0)
         return rc;
-    rc = state_bind(s, st, e, "journal open transaction", "tlulll", endpoint,
-                    source_xid, commit_lsn, commit_ts_us, state_now_us(s), last + 1);
-    if (rc == 0)
-        rc = state_step_done(s, st, e, "journal open transaction");
-    if (rc == 0) {
-        *txn = s->append_txn = sqlite3_last_insert_rowid(s->db);
-        s->append_n = 0;
-        s->append_full = true;
-    }
-    state_stmt_done(s, ST_J_TXN_OPEN, st);
-    return rc;
+    /* Written with its commit when both come before the next flush (a small
+     * source transaction): one insert, no update. */
+    if (rowbatch_add(&s->txn_rows, "ltllllnlnlln", id + 1, endpoint, source_xid,
+                     (int64_t)commit_lsn, (int64_t)0, commit_ts_us, state_now_us(s),
+                     (int64_t)0, last + 1) != 0)
+        return err_set(e, -ENOMEM, "journal open transaction for %s: out of memory",
+                       endpoint);
+    *txn = s->last_txn_id = s->append_txn = id + 1;
+    s->append_n = 0;
+    s->append_full = true;
+    return 0;
 }
 
 /* Whether txn is open. Changes of one transaction come in runs, so the
@@ -122,6 +161,8 @@ static int journal_txn_check_open(struct state *s, int64_t txn, struct err *e)
 
     if (txn == s->append_txn)
         return 0;
+    if ((rc = journal_flush(s, e)) < 0)
+        return rc;
     rc = state_stmt(s, ST_J_TXN_CHECK,
                     "SELECT commit_seq IS NULL FROM journal_txn WHERE txn = ?1", &st, e);
     if (rc < 0)
@@ -144,14 +185,6 @@ static int journal_txn_check_open(struct state *s, int64_t txn, struct err *e)
     }
     state_stmt_done(s, ST_J_TXN_CHECK, st);
     return rc;
-}
-
-int journal_flush(struct state *s, struct err *e)
-{
-    return rowbatch_flush(s, &s->journal_rows, ST_J_APPEND, ST_J_APPEND_MANY,
-                          "INSERT INTO journal_change (txn, mapping, op, key, old_key,"
-                          " fields, unchanged, version_us, old_fields, seq) VALUES ",
-                          "", e, "journal append");
 }
 
 int journal_append(struct state *s, int64_t txn, struct change *c,
@@ -223,13 +256,24 @@ static int journal_txn_count(struct state *s, int64_t txn, int64_t *n,
     return rc;
 }
 
+/* Marks a written transaction committed. */
+static int commit_row(struct state *s, int64_t txn, int64_t seq, uint64_t end_lsn,
+                      int64_t n, int64_t last_change, struct err *e)
+{
+    return state_write(s, ST_J_TXN_COMMIT,
+                       "UPDATE journal_txn SET commit_seq = ?2, end_lsn = ?3,"
+                       " committed_at_us = ?4, nchanges = ?5, last_seq = ?6"
+                       " WHERE txn = ?1 AND commit_seq IS NULL", e, "journal commit",
+                       "llulll", txn, seq, end_lsn, state_now_us(s), n, last_change);
+}
+
 int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
                        int64_t *commit_seq, struct err *e)
 {
     sqlite3_stmt *st;
     int64_t n = 0, seq = 0, last = s->last_commit_seq, last_change = 0;
     bool own = false, entered = false;
-    int rc = 0;
+    int rc = 0, row;
 
     /* A transaction opened here and appended to without interruption has a
      * known count and is open: its commit is one statement, which needs no
@@ -243,7 +287,10 @@ int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
         rc = journal_txn_count(s, txn, &n, e);
     }
     s->append_txn = 0;
-    if (rc == 0 && n == 0) {
+    row = entered ? -1 : rowbatch_find(&s->txn_rows, TX_TXN, txn);
+    if (rc == 0 && n == 0 && row >= 0) {
+        rowbatch_drop(&s->txn_rows, row);       /* never written */
+    } else if (rc == 0 && n == 0) {
         rc = state_stmt(s, ST_J_TXN_DELETE,
                         "DELETE FROM journal_txn WHERE txn = ?1", &st, e);
         if (rc == 0) {
@@ -258,18 +305,18 @@ int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
             rc = journal_max_seq(s, &last, e);
         seq = last + 1;
         if (rc == 0)
-            rc = state_stmt(s, ST_J_TXN_COMMIT,
-                            "UPDATE journal_txn SET commit_seq = ?2, end_lsn = ?3,"
-                            " committed_at_us = ?4, nchanges = ?5, last_seq = ?6"
-                            " WHERE txn = ?1 AND commit_seq IS NULL", &st, e);
-        if (rc == 0)
             rc = journal_change_seq(s, &last_change, e);
-        if (rc == 0) {
-            rc = state_bind(s, st, e, "journal commit", "llulll", txn, seq,
-                            end_lsn, state_now_us(s), n, last_change);
-            if (rc == 0)
-                rc = state_step_done(s, st, e, "journal commit");
-            state_stmt_done(s, ST_J_TXN_COMMIT, st);
+        /* Still pending (reading the sequence may have flushed it): its
+         * one insert carries the commit. */
+        row = entered ? -1 : rowbatch_find(&s->txn_rows, TX_TXN, txn);
+        if (rc == 0 && row >= 0) {
+            rowbatch_set(&s->txn_rows, row, TX_COMMIT_SEQ, seq);
+            rowbatch_set(&s->txn_rows, row, TX_END_LSN, (int64_t)end_lsn);
+            rowbatch_set(&s->txn_rows, row, TX_COMMITTED, state_now_us(s));
+            rowbatch_set(&s->txn_rows, row, TX_NCHANGES, n);
+            rowbatch_set(&s->txn_rows, row, TX_LAST, last_change);
+        } else if (rc == 0) {
+            rc = commit_row(s, txn, seq, end_lsn, n, last_change, e);
         }
     }
     if (entered)
@@ -283,6 +330,7 @@ int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
     return 0;
 }
 
+
 int journal_scan_txns(struct state *s, int64_t after, int max,
                       const char *skip_endpoint, journal_txn_fn fn, void *arg,
                       struct err *e)
@@ -293,6 +341,8 @@ int journal_scan_txns(struct state *s, int64_t after, int max,
 
     if (fn == NULL)
         return err_set(e, -EINVAL, "journal scan: no callback");
+    if ((rc = journal_flush(s, e)) < 0)
+        return rc;
     rc = state_stmt(s, ST_J_SCAN_TXNS,
                     "SELECT txn, commit_seq, endpoint, source_xid, commit_lsn,"
                     " end_lsn, commit_ts_us, nchanges FROM journal_txn"
@@ -439,10 +489,13 @@ int journal_depth(struct state *s, int64_t after, int64_t *txns,
                   int64_t *changes, struct err *e)
 {
     sqlite3_stmt *st;
-    int rc = state_stmt(s, ST_J_DEPTH,
-                        "SELECT count(*), coalesce(sum(nchanges), 0)"
-                        " FROM journal_txn WHERE commit_seq > ?1", &st, e);
+    int rc = journal_flush(s, e);
 
+    if (rc < 0)
+        return rc;
+    rc = state_stmt(s, ST_J_DEPTH,
+                    "SELECT count(*), coalesce(sum(nchanges), 0)"
+                    " FROM journal_txn WHERE commit_seq > ?1", &st, e);
     if (rc < 0)
         return rc;
     rc = state_bind(s, st, e, "journal depth", "l", after);
@@ -478,6 +531,8 @@ int journal_endpoint_stats(struct state *s, const char *endpoint,
 
     if (endpoint == NULL)
         return err_set(e, -EINVAL, "journal stats: no endpoint");
+    if ((rc = journal_flush(s, e)) < 0)
+        return rc;
     rc = state_stmt(s, ST_J_EP_STATS,
                     "SELECT coalesce((SELECT end_lsn FROM journal_txn"
                     "  WHERE endpoint = ?1 AND commit_seq IS NOT NULL"
@@ -532,20 +587,11 @@ static int journal_prune_step(struct state *s, enum state_stmt_id id,
 /* Raises the integer in meta key k to at least v. */
 static int meta_raise(struct state *s, const char *k, int64_t v, struct err *e)
 {
-    sqlite3_stmt *st;
-    int rc = state_stmt(s, ST_J_PRUNE_MARK,
-                        "INSERT INTO meta (k, v) VALUES (?2, ?1)"
-                        " ON CONFLICT (k) DO UPDATE SET v ="
-                        " max(CAST(v AS INTEGER), CAST(excluded.v AS INTEGER))",
-                        &st, e);
-
-    if (rc < 0)
-        return rc;
-    rc = state_bind(s, st, e, "journal prune mark", "lt", v, k);
-    if (rc == 0)
-        rc = state_step_done(s, st, e, "journal prune mark");
-    state_stmt_done(s, ST_J_PRUNE_MARK, st);
-    return rc;
+    return state_write(s, ST_J_PRUNE_MARK,
+                       "INSERT INTO meta (k, v) VALUES (?2, ?1)"
+                       " ON CONFLICT (k) DO UPDATE SET v ="
+                       " max(CAST(v AS INTEGER), CAST(excluded.v AS INTEGER))",
+                       e, "journal prune mark", "lt", v, k);
 }
 
 /* Remembers the highest pruned commit sequence, and the last change

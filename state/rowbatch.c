@@ -44,6 +44,8 @@ int rowbatch_add(struct rowbatch *b, const char *types, ...)
 
         if (ncols == ROWBATCH_COLS) {
             rc = -EINVAL;
+        } else if (*t == 'n') {
+            cell->kind = 'n';
         } else if (*t == 't') {
             const char *v = va_arg(ap, const char *);
 
@@ -63,6 +65,37 @@ int rowbatch_add(struct rowbatch *b, const char *types, ...)
     b->ncols = ncols;
     b->nrows++;
     return 0;
+}
+
+int rowbatch_find(const struct rowbatch *b, int col, int64_t v)
+{
+    for (int r = 0; r < b->nrows; r++) {
+        const struct rowbatch_cell *c = &b->cell[r * ROWBATCH_COLS + col];
+
+        if (c->kind == 'l' && c->i == v)
+            return r;
+    }
+    return -1;
+}
+
+void rowbatch_set(struct rowbatch *b, int row, int col, int64_t v)
+{
+    struct rowbatch_cell *c = &b->cell[row * ROWBATCH_COLS + col];
+
+    c->kind = 'l';
+    c->i = v;
+}
+
+bool rowbatch_is_null(const struct rowbatch *b, int row, int col)
+{
+    return b->cell[row * ROWBATCH_COLS + col].kind == 'n';
+}
+
+void rowbatch_drop(struct rowbatch *b, int row)
+{
+    memmove(&b->cell[row * ROWBATCH_COLS], &b->cell[(row + 1) * ROWBATCH_COLS],
+            (size_t)(b->nrows - row - 1) * ROWBATCH_COLS * sizeof(b->cell[0]));
+    b->nrows--;
 }
 
 void rowbatch_clear(struct rowbatch *b)

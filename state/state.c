@@ -340,14 +340,12 @@ void state_stmt_done(struct state *s, enum state_stmt_id id, sqlite3_stmt *st)
         sqlite3_reset(st);
 }
 
-int state_bind(struct state *s, sqlite3_stmt *st, struct err *e,
-               const char *what, const char *types, ...)
+static int state_vbind(struct state *s, sqlite3_stmt *st, struct err *e,
+                       const char *what, const char *types, va_list ap)
 {
-    va_list ap;
     int idx = 1;
     int rc = SQLITE_OK;
 
-    va_start(ap, types);
     for (const char *t = types; *t != '\0' && rc == SQLITE_OK; t++, idx++) {
         switch (*t) {
         case 't': {
@@ -370,14 +368,42 @@ int state_bind(struct state *s, sqlite3_stmt *st, struct err *e,
             rc = sqlite3_bind_int(st, idx, va_arg(ap, int) ? 1 : 0);
             break;
         default:
-            va_end(ap);
             return err_set(e, -EINVAL, "%s: bad bind type '%c'", what, *t);
         }
     }
-    va_end(ap);
     if (rc != SQLITE_OK)
         return state_sqlerr(s, e, rc, "%s: bind parameter %d", what, idx - 1);
     return 0;
+}
+
+int state_bind(struct state *s, sqlite3_stmt *st, struct err *e,
+               const char *what, const char *types, ...)
+{
+    va_list ap;
+    int rc;
+
+    va_start(ap, types);
+    rc = state_vbind(s, st, e, what, types, ap);
+    va_end(ap);
+    return rc;
+}
+
+int state_write(struct state *s, enum state_stmt_id id, const char *sql,
+                struct err *e, const char *what, const char *types, ...)
+{
+    sqlite3_stmt *st;
+    va_list ap;
+    int rc = state_stmt(s, id, sql, &st, e);
+
+    if (rc < 0)
+        return rc;
+    va_start(ap, types);
+    rc = state_vbind(s, st, e, what, types, ap);
+    va_end(ap);
+    if (rc == 0)
+        rc = state_step_done(s, st, e, what);
+    state_stmt_done(s, id, st);
+    return rc;
 }
 
 int state_step_done(struct state *s, sqlite3_stmt *st, struct err *e,
@@ -458,6 +484,7 @@ int state_flush_rows(struct state *s, struct err *e)
 
 void state_drop_rows(struct state *s)
 {
+    rowbatch_clear(&s->txn_rows);
     rowbatch_clear(&s->journal_rows);
     rowbatch_clear(&s->shadow_rows);
 }
@@ -476,6 +503,7 @@ static int state_begin_write(struct state *s, struct err *e)
                           "read data version") < 0 || v != s->data_version) {
         s->last_commit_seq = -1;
         s->last_change_seq = -1;
+        s->last_txn_id = -1;
         s->append_txn = 0;
         s->data_version = v;
     }
@@ -503,6 +531,7 @@ void state_rollback(struct state *s)
     /* Counters cached from rolled-back writes are wrong now. */
     s->last_commit_seq = -1;
     s->last_change_seq = -1;
+    s->last_txn_id = -1;
     s->append_txn = 0;
 }
 
@@ -518,6 +547,7 @@ int state_commit(struct state *s, struct err *e)
         s->batch = false;
         s->last_commit_seq = -1;
     s->last_change_seq = -1;
+    s->last_txn_id = -1;
     s->append_txn = 0;
         return err_set(e, -EIO, "state %s: the transaction was rolled back "
                        "after an earlier error; nothing since state_begin "
@@ -565,6 +595,7 @@ int state_tx_leave(struct state *s, bool own, int rc, struct err *e)
         state_run(s, ST_RELEASE, "RELEASE tandem_op", NULL);
         s->last_commit_seq = -1;
     s->last_change_seq = -1;
+    s->last_txn_id = -1;
     s->append_txn = 0;
     }
     return rc;
@@ -817,6 +848,7 @@ int state_open(struct state **out, const char *path, enum state_mode mode,
     s->lock_fd = -1;
     s->last_commit_seq = -1;
     s->last_change_seq = -1;
+    s->last_txn_id = -1;
     s->append_txn = 0;
     s->data_version = -1;
     s->mode = mode;
@@ -893,6 +925,7 @@ void state_close(struct state *s)
         sqlite3_close(s->db);   /* rolls back an open transaction */
     if (s->lock_fd >= 0)
         close(s->lock_fd);      /* releases the flock */
+    rowbatch_free(&s->txn_rows);
     rowbatch_free(&s->journal_rows);
     rowbatch_free(&s->shadow_rows);
     free(s->path);

@@ -46,6 +46,8 @@ enum state_stmt_id {
     ST_J_CHANGE_SEQ,
     ST_J_TXN_CHECK,
     ST_J_APPEND_MANY,
+    ST_J_TXN_MANY,
+    ST_J_TXN_ID,
     ST_DATA_VERSION,
     /* shadow.c */
     ST_SH_GET,
@@ -107,7 +109,7 @@ enum state_stmt_id {
  * table, and by state_commit and state_tx_enter; a rollback drops them.
  * Text values are copied. */
 #define ROWBATCH_ROWS 32
-#define ROWBATCH_COLS 10
+#define ROWBATCH_COLS 12
 
 struct rowbatch_cell {
     int64_t i;                  /* the integer, or the text's offset in buf */
@@ -123,8 +125,17 @@ struct rowbatch {
 };
 
 /* Adds one row of values typed as for state_bind ('t' text or NULL,
- * 'l' int64_t); -EOVERFLOW when full, -ENOMEM. */
+ * 'l' int64_t, 'n' NULL taking no argument); -EOVERFLOW when full,
+ * -ENOMEM. */
 int rowbatch_add(struct rowbatch *b, const char *types, ...);
+/* The row whose integer column col is v, or -1. */
+int rowbatch_find(const struct rowbatch *b, int col, int64_t v);
+/* Sets row's column col to the integer v. */
+void rowbatch_set(struct rowbatch *b, int row, int col, int64_t v);
+/* Removes row (its text stays in buf until the batch is emptied). */
+void rowbatch_drop(struct rowbatch *b, int row);
+/* Whether row's column col is NULL. */
+bool rowbatch_is_null(const struct rowbatch *b, int row, int col);
 
 /* Inserts the rows as head "(?, ..), .." tail: one statement (id_many)
  * when full, else one per row (id_one); empties b either way. */
@@ -142,9 +153,11 @@ struct state {
     int version;                    /* schema version in the file */
     int64_t last_commit_seq;        /* cached, -1 when unknown */
     int64_t last_change_seq;        /* cached, -1 when unknown */
+    int64_t last_txn_id;            /* cached, -1 when unknown */
     int64_t append_txn;             /* last journal txn found open, 0 none */
     int64_t append_n;               /* changes appended to it since */
     bool append_full;               /* ... since it was opened: all of them */
+    struct rowbatch txn_rows;       /* journal transactions not yet inserted */
     struct rowbatch journal_rows;   /* appended changes not yet inserted */
     struct rowbatch shadow_rows;    /* shadow_put_side rows not yet written */
     int64_t data_version;           /* PRAGMA data_version at the last BEGIN */
@@ -153,6 +166,11 @@ struct state {
     void *clock_arg;
     sqlite3_stmt *stmt[ST__COUNT];
 };
+
+/* Prepares (cached as id), binds as state_bind and runs a statement that
+ * returns no rows. */
+int state_write(struct state *s, enum state_stmt_id id, const char *sql,
+                struct err *e, const char *what, const char *types, ...);
 
 /* Runs sql (no parameters, one row, one integer column) as cached
  * statement id into *out; what names it in errors. */

@@ -293,6 +293,20 @@ static void add_match(struct pgsink *s, struct strbuf *b, const char *tbl,
     strbuf_addc(b, ')');
 }
 
+/* Whether the target row is clean: it holds the base (what the change was
+ * made on) or already the incoming values. */
+static void add_clean(struct pgsink *s, struct strbuf *b, const char *tbl,
+                      const struct shape *sh, size_t pbase, size_t pset)
+{
+    strbuf_addc(b, '(');
+    if (sh->nbase > 0) {
+        add_match(s, b, tbl, sh->basecols, sh->nbase, pbase);
+        strbuf_adds(b, " OR ");
+    }
+    add_match(s, b, tbl, sh->setcols, sh->nset, pset);
+    strbuf_addc(b, ')');
+}
+
 /* The target row's mapped fields as a JSON object text with side-a names
  * and text values, the shape of every record in the conflict log.
  * jsonb_build_object takes at most 100 arguments: chunks are joined. */
@@ -346,19 +360,20 @@ static void build_sql(struct pgsink *s, const struct shape *sh, struct strbuf *b
         b->failed = true;
         return;
     }
+    /* The row's commit time and its JSON only matter when it is not clean
+     * (a conflict): the common clean case skips both. */
     strbuf_adds(b, "WITH cur AS (SELECT ctid AS c_tid, ");
-    if (sh->nbase > 0) {
-        add_match(s, b, tbl, sh->basecols, sh->nbase, pbase);
-        strbuf_adds(b, " OR ");
-    }
-    add_match(s, b, tbl, sh->setcols, sh->nset, pset);
-    strbuf_adds(b, " AS clean, ");
+    add_clean(s, b, tbl, sh, pbase, pset);
+    strbuf_adds(b, " AS clean, CASE WHEN ");
+    add_clean(s, b, tbl, sh, pbase, pset);
     strbuf_adds(b, s->track_ts
-        ? "(extract(epoch from pg_xact_commit_timestamp(xmin)) * 1000000)::int8"
-        : "NULL::int8");
-    strbuf_adds(b, " AS ts, ");
+        ? " THEN NULL ELSE (extract(epoch from pg_xact_commit_timestamp(xmin)) * 1000000)::int8"
+        : " THEN NULL ELSE NULL::int8");
+    strbuf_adds(b, " END AS ts, CASE WHEN ");
+    add_clean(s, b, tbl, sh, pbase, pset);
+    strbuf_adds(b, " THEN NULL ELSE ");
     add_row_json(s, b, sh);
-    strbuf_adds(b, " AS cur_row FROM ");
+    strbuf_adds(b, " END AS cur_row FROM ");
     strbuf_adds(b, tbl);
     strbuf_adds(b, " WHERE true");
     for (size_t i = 0; i < sh->nkey; i++) {
@@ -428,8 +443,11 @@ static void build_sql(struct pgsink *s, const struct shape *sh, struct strbuf *b
         strbuf_adds(b, " WHERE NOT EXISTS (SELECT 1 FROM cur) ON CONFLICT DO NOTHING"
                        " RETURNING 1), w AS (SELECT 1 FROM u UNION ALL SELECT 1 FROM i)");
     }
-    strbuf_adds(b, " SELECT EXISTS (SELECT 1 FROM cur), coalesce((SELECT clean FROM cur), false),"
-                   " (SELECT count(*) FROM w), (SELECT ts FROM cur), (SELECT cur_row FROM cur)");
+    /* cur has at most one row (a key): joined once rather than read by
+     * four subplans, each set up anew at every execution. */
+    strbuf_adds(b, " SELECT cur.c_tid IS NOT NULL, coalesce(cur.clean, false),"
+                   " (SELECT count(*) FROM w), cur.ts, cur.cur_row"
+                   " FROM (SELECT 1) AS one LEFT JOIN cur ON true");
     free(tbl);
 }
 
