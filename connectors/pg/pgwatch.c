@@ -49,6 +49,12 @@ int pgwatch_set(struct pgwatch *w, int fd, int events)
     return uv_poll_start(w->poll, events, on_poll);
 }
 
+void pgwatch_pause(struct pgwatch *w)
+{
+    if (w->poll != NULL)
+        uv_poll_stop(w->poll);
+}
+
 void pgwatch_stop(struct pgwatch *w)
 {
     if (w->poll == NULL)

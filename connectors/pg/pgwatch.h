@@ -21,6 +21,8 @@ struct pgwatch {
 void pgwatch_init(struct pgwatch *w, uv_loop_t *loop, pgwatch_cb cb, void *arg);
 /* Watches fd for events (UV_READABLE|UV_WRITABLE). 0 or a uv error. */
 int pgwatch_set(struct pgwatch *w, int fd, int events);
+/* Stops reporting events until the next pgwatch_set; keeps the handle. */
+void pgwatch_pause(struct pgwatch *w);
 /* Stops watching and closes the handle; safe to call twice. Must be
  * called before the connection's socket is closed (PQfinish). */
 void pgwatch_stop(struct pgwatch *w);
