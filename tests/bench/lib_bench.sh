@@ -124,10 +124,13 @@ cpu_busy_pct() {
 }
 
 # wait_quiet: the machine may be shared (other test suites, builds); before a
-# measurement, wait up to QUIET_WAIT_S (60) for CPU use by others to fall
+# measurement, write back the dirty pages earlier workloads left (with
+# fsync=off the clusters leave many: whoever fsyncs next would wait behind
+# them), then wait up to QUIET_WAIT_S (60) for CPU use by others to fall
 # below QUIET_PCT (20) percent. Sets BUSY_PCT to the last sample; never fails.
 wait_quiet() {
   local deadline=$(( $(date +%s) + ${QUIET_WAIT_S:-60} ))
+  sync
   while :; do
     BUSY_PCT=$(cpu_busy_pct 0.5)
     [ "$BUSY_PCT" -lt "${QUIET_PCT:-20}" ] && return 0
