@@ -22,6 +22,7 @@
 #define COALESCE_BELOW 32        /* a read of fewer messages is small */
 #define COALESCE_GAP_NS 500000   /* ... and close after the last when this near */
 #define COALESCE_MS 1
+#define COALESCE_AFTER 8         /* small close reads in a row: a stream, not one txn */
 #define STATUS_INTERVAL_MS 10000 /* standby status at least this often */
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
@@ -73,6 +74,7 @@ struct pgsrc {
     uint64_t received_lsn;      /* last WAL position seen from the server */
     uint64_t open_changes;
     uint64_t last_drain_ns;     /* when a read last emptied the socket */
+    int trickle_reads;          /* small reads close together, in a row */
     bool had_commit;
     struct strbuf kb, fb, ub, ok, ofb, oub;
     struct pgsrc_stats stats;
@@ -607,9 +609,9 @@ static void src_fail(struct pgsrc *p, const char *what, const char *detail)
         p->hooks.on_connection(p->hooks.arg, p, false);
 }
 
-/* The socket is empty after count messages: when they are trickling in
- * under load, read again in COALESCE_MS instead of at the next byte. A
- * lone change (nothing read just before) is read at once. */
+/* The socket is empty after count messages: when they have been trickling
+ * in under load, read again in COALESCE_MS instead of at the next byte. A
+ * lone transaction (a few messages) is read at once. */
 static void gather_next_read(struct pgsrc *p, int count)
 {
     uint64_t now = uv_hrtime();
@@ -617,8 +619,10 @@ static void gather_next_read(struct pgsrc *p, int count)
                    now - p->last_drain_ns < COALESCE_GAP_NS;
 
     p->last_drain_ns = now;
-    if (!trickle)
+    p->trickle_reads = trickle ? p->trickle_reads + 1 : 0;
+    if (p->trickle_reads < COALESCE_AFTER)
         return;
+    p->trickle_reads = 0;
     pgwatch_pause(&p->watch);
     uv_timer_start(&p->retry_timer, on_more, COALESCE_MS, 0);
 }
