@@ -270,7 +270,6 @@ static int commit_row(struct state *s, int64_t txn, int64_t seq, uint64_t end_ls
 int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
                        int64_t *commit_seq, struct err *e)
 {
-    sqlite3_stmt *st;
     int64_t n = 0, seq = 0, last = s->last_commit_seq, last_change = 0;
     bool own = false, entered = false;
     int rc = 0, row;
@@ -291,14 +290,8 @@ int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
     if (rc == 0 && n == 0 && row >= 0) {
         rowbatch_drop(&s->txn_rows, row);       /* never written */
     } else if (rc == 0 && n == 0) {
-        rc = state_stmt(s, ST_J_TXN_DELETE,
-                        "DELETE FROM journal_txn WHERE txn = ?1", &st, e);
-        if (rc == 0) {
-            rc = state_bind(s, st, e, "journal delete empty txn", "l", txn);
-            if (rc == 0)
-                rc = state_step_done(s, st, e, "journal delete empty txn");
-            state_stmt_done(s, ST_J_TXN_DELETE, st);
-        }
+        rc = state_write(s, ST_J_TXN_DELETE, "DELETE FROM journal_txn WHERE txn = ?1",
+                         e, "journal delete empty txn", "l", txn);
     } else if (rc == 0) {
         /* Only an exclusive owner can trust a cached counter. */
         if (last < 0 || s->mode != STATE_EXCLUSIVE)
@@ -329,7 +322,6 @@ int journal_txn_commit(struct state *s, int64_t txn, uint64_t end_lsn,
         *commit_seq = n > 0 ? seq : 0;
     return 0;
 }
-
 
 int journal_scan_txns(struct state *s, int64_t after, int max,
                       const char *skip_endpoint, journal_txn_fn fn, void *arg,

@@ -86,11 +86,6 @@ void rowbatch_set(struct rowbatch *b, int row, int col, int64_t v)
     c->i = v;
 }
 
-bool rowbatch_is_null(const struct rowbatch *b, int row, int col)
-{
-    return b->cell[row * ROWBATCH_COLS + col].kind == 'n';
-}
-
 void rowbatch_drop(struct rowbatch *b, int row)
 {
     memmove(&b->cell[row * ROWBATCH_COLS], &b->cell[(row + 1) * ROWBATCH_COLS],
@@ -110,8 +105,7 @@ void rowbatch_free(struct rowbatch *b)
     memset(b, 0, sizeof(*b));
 }
 
-static int bind_rows(struct state *s, sqlite3_stmt *st, const struct rowbatch *b,
-                     int from, int n)
+static int bind_rows(sqlite3_stmt *st, const struct rowbatch *b, int from, int n)
 {
     int rc = SQLITE_OK, idx = 1;
 
@@ -124,7 +118,6 @@ static int bind_rows(struct state *s, sqlite3_stmt *st, const struct rowbatch *b
                                                        SQLITE_STATIC)
                : sqlite3_bind_null(st, idx);
         }
-    (void)s;
     return rc;
 }
 
@@ -160,7 +153,7 @@ static int insert_rows(struct state *s, struct rowbatch *b, int from, int n,
     rc = state_stmt(s, id, sql, &st, e);
     if (rc < 0)
         return rc;
-    rc = bind_rows(s, st, b, from, n);
+    rc = bind_rows(st, b, from, n);
     if (rc != SQLITE_OK)
         rc = state_sqlerr(s, e, rc, "%s: bind", what);
     else if ((rc = sqlite3_step(st)) == SQLITE_DONE)

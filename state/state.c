@@ -489,6 +489,15 @@ void state_drop_rows(struct state *s)
     rowbatch_clear(&s->shadow_rows);
 }
 
+/* Drops every counter cached from this connection's own writes. */
+static void state_forget_counters(struct state *s)
+{
+    s->last_commit_seq = -1;
+    s->last_change_seq = -1;
+    s->last_txn_id = -1;
+    s->append_txn = 0;
+}
+
 /* Takes the write lock. Counters cached from this connection's own writes
  * are stale when another process (a CLI repair, a retry) committed since:
  * data_version says so. */
@@ -501,10 +510,7 @@ static int state_begin_write(struct state *s, struct err *e)
         return rc;
     if (state_query_int64(s, ST_DATA_VERSION, "PRAGMA data_version", &v, NULL,
                           "read data version") < 0 || v != s->data_version) {
-        s->last_commit_seq = -1;
-        s->last_change_seq = -1;
-        s->last_txn_id = -1;
-        s->append_txn = 0;
+        state_forget_counters(s);
         s->data_version = v;
     }
     return 0;
@@ -529,10 +535,7 @@ void state_rollback(struct state *s)
         return;
     state_run(s, ST_ROLLBACK, "ROLLBACK", NULL);
     /* Counters cached from rolled-back writes are wrong now. */
-    s->last_commit_seq = -1;
-    s->last_change_seq = -1;
-    s->last_txn_id = -1;
-    s->append_txn = 0;
+    state_forget_counters(s);
 }
 
 int state_commit(struct state *s, struct err *e)
@@ -545,10 +548,7 @@ int state_commit(struct state *s, struct err *e)
         /* SQLite rolls back on its own after some errors (disk full, I/O):
          * the batch is gone and must not be reported as saved. */
         s->batch = false;
-        s->last_commit_seq = -1;
-    s->last_change_seq = -1;
-    s->last_txn_id = -1;
-    s->append_txn = 0;
+        state_forget_counters(s);
         return err_set(e, -EIO, "state %s: the transaction was rolled back "
                        "after an earlier error; nothing since state_begin "
                        "was saved", s->path);
@@ -593,10 +593,7 @@ int state_tx_leave(struct state *s, bool own, int rc, struct err *e)
         /* SQLite may have rolled the whole transaction back already. */
         state_run(s, ST_ROLLBACK_TO, "ROLLBACK TO tandem_op", NULL);
         state_run(s, ST_RELEASE, "RELEASE tandem_op", NULL);
-        s->last_commit_seq = -1;
-    s->last_change_seq = -1;
-    s->last_txn_id = -1;
-    s->append_txn = 0;
+        state_forget_counters(s);
     }
     return rc;
 }
@@ -846,10 +843,7 @@ int state_open(struct state **out, const char *path, enum state_mode mode,
     if (s == NULL)
         return err_set(e, -ENOMEM, "state %s: out of memory", path);
     s->lock_fd = -1;
-    s->last_commit_seq = -1;
-    s->last_change_seq = -1;
-    s->last_txn_id = -1;
-    s->append_txn = 0;
+    state_forget_counters(s);
     s->data_version = -1;
     s->mode = mode;
     s->clock = state_default_clock;

@@ -134,8 +134,6 @@ int rowbatch_find(const struct rowbatch *b, int col, int64_t v);
 void rowbatch_set(struct rowbatch *b, int row, int col, int64_t v);
 /* Removes row (its text stays in buf until the batch is emptied). */
 void rowbatch_drop(struct rowbatch *b, int row);
-/* Whether row's column col is NULL. */
-bool rowbatch_is_null(const struct rowbatch *b, int row, int col);
 
 /* Inserts the rows as head "(?, ..), .." tail: one statement (id_many)
  * when full, else one per row (id_one); empties b either way. */
