@@ -143,15 +143,20 @@ static int commit_state(struct daemon *d)
 static void begin_stop(struct daemon *d, const char *why);
 static void flush_state(struct daemon *d);
 
+static void log_sync_failure(struct daemon *d, int err)
+{
+    log_error("daemon", "cannot sync the state to disk (fdatasync of its WAL failed);"
+              " nothing after the last synced commit is acknowledged: check the"
+              " disk, then start tandem again", "state", d->cfg->state_path,
+              "err", strerror(err));
+}
+
 static void on_durable(void *arg, int err)
 {
     struct daemon *d = arg;
 
     if (err != 0) {
-        log_error("daemon", "cannot sync the state to disk (fdatasync of its WAL "
-                  "failed); stopping, nothing after the last synced commit is "
-                  "acknowledged: check the disk, then start tandem again",
-                  "state", d->cfg->state_path, "err", strerror(err));
+        log_sync_failure(d, err);
         d->failed = true;
         begin_stop(d, "state sync failed");
         return;
@@ -190,9 +195,7 @@ static void flush_state_now(struct daemon *d)
     if (commit_state(d) < 0)
         return;
     if ((err = durable_sync_now(d->durable)) != 0) {
-        log_error("daemon", "cannot sync the state to disk at stop; nothing after "
-                  "the last synced commit is acknowledged", "state", d->cfg->state_path,
-                  "err", strerror(err));
+        log_sync_failure(d, err);
         return;
     }
     acknowledge(d);
@@ -844,8 +847,9 @@ int daemon_run(struct config *cfg, struct err *e)
         log_error("daemon", "cannot start backfills: out of memory");
     start_all(d);
     uv_run(&d->loop, UV_RUN_DEFAULT);
-    if (state_in_txn(d->st) && state_commit(d->st, NULL) == 0)
-        durable_sync_now(d->durable);
+    if (state_in_txn(d->st) && state_commit(d->st, NULL) == 0 &&
+        (rc = durable_sync_now(d->durable)) != 0)
+        log_sync_failure(d, rc);
     rc = uv_loop_close(&d->loop);
     if (rc != 0)
         log_error("daemon", "event loop closed with open handles", "err", uv_strerror(rc));

@@ -576,9 +576,9 @@ static bool in_list(const json_t *list, const char *name)
 /* The shadow after an insert or a whole update: its fields, as agreed by
  * both sides now (the other side's version kept). */
 static void shadow_after_insert(struct pgsink *s, const struct change *c,
+                                const struct cfg_mapping *m,
                                 const char hash[CANON_HASH_HEX + 1])
 {
-    const struct cfg_mapping *m = config_mapping(s->cfg, c->mapping);
     struct shadow next = { 0 };
     bool from_a = m != NULL && strcmp(m->a.endpoint, c->endpoint) == 0;
 
@@ -619,7 +619,7 @@ static json_t *advance_shadow(struct pgsink *s, const struct change *c,
     from_a = m != NULL && strcmp(m->a.endpoint, c->endpoint) == 0;
     if (c->op == CHANGE_INSERT || whole_update(s, c)) {
         canon_hash(fields, next.hash);
-        shadow_after_insert(s, c, next.hash);
+        shadow_after_insert(s, c, m, next.hash);
         return NULL;
     }
     if (shadow_get(s->st, c->mapping, c->key, &old, NULL) == 0) {
@@ -1052,7 +1052,7 @@ static int fast_add(struct pgsink *s, const struct change *c, const struct cfg_m
     }
     s->fast.nrows++;
     canon_hash_flat(fo, hash);
-    shadow_after_insert(s, c, hash);
+    shadow_after_insert(s, c, m, hash);
     return s->fast.nrows == FAST_ROWS ? fast_flush(s) == 0 ? 1 : -EIO : 1;
 }
 
@@ -1486,6 +1486,16 @@ out:
     json_decref(cur);
 }
 
+/* A change's statement answered: a barrier on it lifts, and a replayed
+ * change's key is no longer parked (its parent landed). */
+static void statement_answered(struct pgsink *s, const struct q_entry *q)
+{
+    if (q->resolve && q->seq == s->barrier_seq)
+        s->barrier_seq = 0;
+    if (q->retrying && state_begin(s->st, NULL) == 0)
+        parked_unpark(s->st, q->mapping, q->key, NULL);
+}
+
 static void on_stmt_result(struct pgsink *s, const struct q_entry *q, PGresult *r)
 {
     bool exists, clean;
@@ -1504,10 +1514,7 @@ static void on_stmt_result(struct pgsink *s, const struct q_entry *q, PGresult *
     }
     if (q->op == 'D' && !exists)
         s->stats.delete_missing++;
-    if (q->resolve && q->seq == s->barrier_seq)
-        s->barrier_seq = 0;
-    if (q->retrying && state_begin(s->st, NULL) == 0)
-        parked_unpark(s->st, q->mapping, q->key, NULL);    /* its parent landed */
+    statement_answered(s, q);
     if (q->resolve && exists && !clean && written == 0)
         resolve_here(s, q, PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3),
                      PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4));
@@ -1922,10 +1929,7 @@ static void on_result(struct pgsink *s, struct q_entry *q, PGresult *r)
         break;
     case Q_FAST_UPDATE:
         s->stats.applied++;
-        if (q->resolve && q->seq == s->barrier_seq)
-            s->barrier_seq = 0;
-        if (q->retrying && state_begin(s->st, NULL) == 0)
-            parked_unpark(s->st, q->mapping, q->key, NULL);    /* its parent landed */
+        statement_answered(s, q);
         break;
     case Q_SETUP: case Q_PROGRESS: case Q_TRACKTS:
         on_setup_result(s, q, r);
