@@ -16,13 +16,8 @@
 # WORKLOADS ("a c e1 e2 lat"), REPLICA_IDENTITY (full | default),
 # FSYNC (off, as tests/integration/lib.sh sets it | on: both clusters flush
 # commits to disk), KEEP_WORK=1 keeps the work directory.
-BUILD_DIR=${1:-}
-if [ -z "$BUILD_DIR" ] || [ ! -x "$BUILD_DIR/tandem" ]; then
-  echo "usage: $0 BUILD_DIR (a release build containing tandem)" >&2; exit 2;
-fi
 HERE=$(cd "$(dirname "$0")" && pwd)
-source "$HERE/../integration/lib.sh" "$BUILD_DIR/tandem"
-source "$HERE/lib_bench.sh"
+source "$HERE/lib_bench.sh" "${1:-}"
 
 ROWS=${ROWS:-200000}
 TXN_ROWS=${TXN_ROWS:-1000}

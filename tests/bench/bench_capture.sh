@@ -13,13 +13,8 @@
 # Environment: ROWS (200000), TXN_ROWS (1000), RUNS (5), BIG_ROWS (5000000;
 # 0 skips part 2), BIG_RECV (1: also time pg_recvlogical on the big
 # transaction), KEEP_WORK=1 keeps the work directory.
-BUILD_DIR=${1:-}
-if [ -z "$BUILD_DIR" ] || [ ! -x "$BUILD_DIR/tandem" ]; then
-  echo "usage: $0 BUILD_DIR (a release build containing tandem)" >&2; exit 2;
-fi
 HERE=$(cd "$(dirname "$0")" && pwd)
-source "$HERE/../integration/lib.sh" "$BUILD_DIR/tandem"
-source "$HERE/lib_bench.sh"
+source "$HERE/lib_bench.sh" "${1:-}"
 
 ROWS=${ROWS:-200000}
 TXN_ROWS=${TXN_ROWS:-1000}

@@ -19,13 +19,8 @@
 # as they are.
 # Environment: ROWS (1000000), CHANGED (1000), RUNS (3), KEEP_WORK=1 keeps
 # the work directory.
-BUILD_DIR=${1:-}
-if [ -z "$BUILD_DIR" ] || [ ! -x "$BUILD_DIR/tandem" ]; then
-  echo "usage: $0 BUILD_DIR (a release build containing tandem)" >&2; exit 2;
-fi
 HERE=$(cd "$(dirname "$0")" && pwd)
-source "$HERE/../integration/lib.sh" "$BUILD_DIR/tandem"
-source "$HERE/lib_bench.sh"
+source "$HERE/lib_bench.sh" "${1:-}"
 
 ROWS=${ROWS:-1000000}
 CHANGED=${CHANGED:-1000}

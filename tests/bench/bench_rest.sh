@@ -25,13 +25,8 @@
 # PUT: the mapping's write.create), CEIL_S (5), PARTS ("in out": (a) and
 # (b); the ceiling is always measured), CRMSIM (BUILD_DIR/tests/crmsim/crmsim),
 # KEEP_WORK=1 keeps the work directory.
-BUILD_DIR=${1:-}
-if [ -z "$BUILD_DIR" ] || [ ! -x "$BUILD_DIR/tandem" ]; then
-  echo "usage: $0 BUILD_DIR (a release build containing tandem and tests/crmsim/crmsim)" >&2; exit 2;
-fi
 HERE=$(cd "$(dirname "$0")" && pwd)
-source "$HERE/../integration/lib.sh" "$BUILD_DIR/tandem"
-source "$HERE/lib_bench.sh"
+BENCH_NEEDS="tandem and tests/crmsim/crmsim" source "$HERE/lib_bench.sh" "${1:-}"
 
 IN_ROWS=${IN_ROWS:-100000}
 OUT_ROWS=${OUT_ROWS:-20000}

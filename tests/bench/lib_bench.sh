@@ -1,6 +1,14 @@
-# lib_bench.sh: helpers shared by tests/bench/bench_*.sh. Sourced after
-# tests/integration/lib.sh (clusters, psql_on, start_tandem, wait_for).
-# Measures, never asserts: a benchmark only fails when it cannot measure.
+# lib_bench.sh: helpers shared by tests/bench/bench_*.sh, each of which
+# starts with `source lib_bench.sh BUILD_DIR`: the build directory is
+# checked and tests/integration/lib.sh (clusters, psql_on, start_tandem,
+# wait_for) sourced with its tandem. Measures, never asserts: a benchmark
+# only fails when it cannot measure.
+
+BUILD_DIR=${1:-}
+if [ -z "$BUILD_DIR" ] || [ ! -x "$BUILD_DIR/tandem" ]; then
+  echo "usage: $0 BUILD_DIR (a release build containing ${BENCH_NEEDS:-tandem})" >&2; exit 2;
+fi
+source "$(dirname "${BASH_SOURCE[0]}")/../integration/lib.sh" "$BUILD_DIR/tandem"
 
 # Numbers are formatted with '.' whatever the caller's locale.
 export LC_ALL=C
