@@ -507,6 +507,34 @@ int journal_depth(struct state *s, int64_t after, int64_t *txns,
     return rc;
 }
 
+int journal_newest_open(struct state *s, const char *endpoint, int64_t *txn,
+                        struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    *txn = 0;
+    if ((rc = journal_flush(s, e)) < 0)
+        return rc;
+    rc = state_stmt(s, ST_J_NEWEST_OPEN,
+                    "SELECT max(txn) FROM journal_txn"
+                    " WHERE commit_seq IS NULL AND endpoint = ?1", &st, e);
+    if (rc < 0)
+        return rc;
+    rc = state_bind(s, st, e, "journal newest open", "t", endpoint);
+    if (rc == 0) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *txn = sqlite3_column_int64(st, 0);
+            rc = 0;
+        } else {
+            rc = state_sqlerr(s, e, rc, "journal: newest open transaction of %s", endpoint);
+        }
+    }
+    state_stmt_done(s, ST_J_NEWEST_OPEN, st);
+    return rc;
+}
+
 int journal_last_commit_seq(struct state *s, int64_t *out, struct err *e)
 {
     if (out == NULL)

@@ -86,6 +86,12 @@ int journal_depth(struct state *s, int64_t after, int64_t *txns,
 /* The highest commit sequence (0 when empty). */
 int journal_last_commit_seq(struct state *s, int64_t *out, struct err *e);
 
+/* The newest transaction of endpoint not committed yet (*txn 0 when
+ * none): the one its source is streaming, or one cut short. Sees what this
+ * connection has written and not committed. */
+int journal_newest_open(struct state *s, const char *endpoint, int64_t *txn,
+                        struct err *e);
+
 /* Per-endpoint summary for status: last journaled end LSN and commit count. */
 int journal_endpoint_stats(struct state *s, const char *endpoint,
                            uint64_t *last_end_lsn, int64_t *txns,

@@ -17,6 +17,7 @@
 #include "../../state/dlq.h"
 #include "../../state/journal.h"
 #include "../../state/shadow.h"
+#include "pgbatch.h"
 #include "pgconn.h"
 #include "pgoutput.h"
 #include "pgwatch.h"
@@ -24,14 +25,14 @@
 #define WINDOW 4000            /* queries in flight */
 #define SLICE 500              /* changes read from the journal at once */
 #define GROUP_CHANGES 5000     /* close a target transaction past this */
-#define FAST_ROWS 64           /* rows per multi-row insert */
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
 
 enum sink_state { SK_IDLE, SK_CONNECTING, SK_SETUP, SK_READY, SK_CLOSING };
 
 enum q_kind { Q_SETUP, Q_PROGRESS, Q_TRACKTS, Q_PREPARE, Q_BEGIN, Q_STMT,
-              Q_PLAIN, Q_XACT, Q_COMMIT, Q_SYNC, Q_FAST, Q_FAST_UPDATE };
+              Q_PLAIN, Q_XACT, Q_COMMIT, Q_SYNC, Q_FAST, Q_FAST_UPDATE,
+              Q_FAST_UPDATES, Q_TYPES, Q_ABANDON };
 
 /* One query sent and not yet answered. */
 struct q_entry {
@@ -46,9 +47,29 @@ struct q_entry {
     char *mapping, *key, *incoming, *base, *source;  /* Q_STMT, owned */
 };
 
+/* The next journal transactions to apply, read ahead (next_txn). */
+#define TXNS_AHEAD 256
+struct txn_pick {
+    int64_t txn, commit_seq, ts;
+};
+struct txns_ahead {
+    struct txn_pick t[TXNS_AHEAD];
+    int n, at;
+    int64_t after;              /* the commit_seq before t[at] */
+    int64_t durable;            /* durable_seq when read */
+};
+
 struct stmt {
     char *sig;
     char name[24];
+};
+
+/* One target table's columns and their SQL types (format_type). */
+struct coltypes {
+    const struct cfg_mapping *m;
+    const struct cfg_side *t;
+    size_t n;
+    char **names, **types;
 };
 
 struct pgsink {
@@ -89,20 +110,29 @@ struct pgsink {
      * case); one that hits an existing key fails the target transaction,
      * which is then redone with conditional writes up to careful_until. */
     int64_t careful_until;
-    struct {
-        const struct cfg_mapping *m;
-        const struct cfg_side *t;
-        const char *cols[128];
-        size_t ncols, nrows;
-        size_t *offs;           /* nrows * ncols into text; SIZE_MAX for NULL */
-        const char **vals;      /* the same as pointers, built to send */
-        size_t cap;             /* of offs and vals */
-        char *text;             /* the values, NUL-terminated */
-        size_t text_len, text_cap;
-        struct flatobj scan;    /* the change being added */
-    } fast;
+    int64_t careful_txn;        /* ... and this journal txn (one applied early) */
+    /* Early apply: with a single PostgreSQL source, the changes of the
+     * source transaction being journaled are sent into the open target
+     * transaction before its commit is journaled (a large transaction is
+     * then applied while it is still arriving); the target COMMIT still
+     * waits for the journaled commit to be durable. cur_open: cur_txn is
+     * that open transaction. early_txn/early_after: what of it was sent
+     * when the scan caught up with the journal. A transaction the source
+     * cut short (it reconnected and resends it as a new one) is dropped:
+     * the target transaction is rolled back and redone. */
+    const char *early_source;   /* the single source, or NULL: no early apply */
+    bool cur_open;
+    int64_t early_txn, early_after, early_dead;
+    bool abandoning;            /* until the rollback of an abandoned one */
+    struct pgbatch batch;
+    struct flatobj scan, base_scan;     /* the change being added */
+    /* The target tables' column types, for set-based updates (looked up
+     * at each connect; a column without one takes the per-row path). */
+    struct coltypes *types;
+    size_t ntypes;
     uint64_t parked_checked_ms;
     int group_changes;
+    struct txns_ahead ahead;
     /* in-flight queue (ring) */
     struct q_entry *q;
     size_t qcap, qhead, qlen;
@@ -129,6 +159,7 @@ struct pgsink {
 static void sink_connect(struct pgsink *s);
 static void sink_fail(struct pgsink *s, const char *what, const char *detail);
 static void feed(struct pgsink *s);
+static void fast_reset(struct pgsink *s);
 static bool held_by_parked_key(struct pgsink *s, const struct change *c, bool *retrying);
 static void wait_for_parent(struct pgsink *s, const struct q_entry *q, const char *msg);
 static void dead_letter(struct pgsink *s, const struct q_entry *q, const char *msg);
@@ -205,6 +236,14 @@ static void exclude(struct pgsink *s, int64_t seq)
     s->excluded[s->nexcluded++] = seq;
 }
 
+/* Whether the change being sent is part of a redo after a failed
+ * multi-row or clean-update statement: it then goes per row. */
+static bool careful(const struct pgsink *s)
+{
+    return (s->cur_txn_seq != 0 && s->cur_txn_seq <= s->careful_until) ||
+           (s->careful_txn != 0 && s->cur_txn == s->careful_txn);
+}
+
 static int64_t wall_us(void)
 {
     struct timespec ts;
@@ -259,14 +298,7 @@ struct shape {
 
 static void add_ident(struct pgsink *s, struct strbuf *b, const char *name)
 {
-    char *q = PQescapeIdentifier(s->conn, name, strlen(name));
-
-    if (q == NULL) {
-        b->failed = true;
-        return;
-    }
-    strbuf_adds(b, q);
-    PQfreemem(q);
+    pgbatch_add_ident(b, s->conn, name);
 }
 
 static void add_param(struct strbuf *b, size_t n)
@@ -277,22 +309,6 @@ static void add_param(struct strbuf *b, size_t n)
     strbuf_adds(b, num);
 }
 
-/* Builds "col1 IS NOT DISTINCT FROM $i AND ..." for cols starting at $first. */
-static void add_match(struct pgsink *s, struct strbuf *b, const char *tbl,
-                      const char **cols, size_t n, size_t first)
-{
-    strbuf_adds(b, "(true");
-    for (size_t i = 0; i < n; i++) {
-        strbuf_adds(b, " AND ");
-        strbuf_adds(b, tbl);
-        strbuf_addc(b, '.');
-        add_ident(s, b, cols[i]);
-        strbuf_adds(b, " IS NOT DISTINCT FROM ");
-        add_param(b, first + i);
-    }
-    strbuf_addc(b, ')');
-}
-
 /* Whether the target row is clean: it holds the base (what the change was
  * made on) or already the incoming values. */
 static void add_clean(struct pgsink *s, struct strbuf *b, const char *tbl,
@@ -300,10 +316,10 @@ static void add_clean(struct pgsink *s, struct strbuf *b, const char *tbl,
 {
     strbuf_addc(b, '(');
     if (sh->nbase > 0) {
-        add_match(s, b, tbl, sh->basecols, sh->nbase, pbase);
+        pgbatch_add_match(b, s->conn, tbl, sh->basecols, sh->nbase, NULL, pbase);
         strbuf_adds(b, " OR ");
     }
-    add_match(s, b, tbl, sh->setcols, sh->nset, pset);
+    pgbatch_add_match(b, s->conn, tbl, sh->setcols, sh->nset, NULL, pset);
     strbuf_addc(b, ')');
 }
 
@@ -748,7 +764,7 @@ static int send_write(struct pgsink *s, const struct write_req *w, struct err *e
     }
     /* An update with a base, outside a redo: most likely clean. */
     if (sh.op == 'U' && w->op == CHANGE_UPDATE && w->base != NULL && w->may_be_fast &&
-        !w->m->canary_enabled && s->cur_txn_seq > s->careful_until)
+        !w->m->canary_enabled && !careful(s))
         sh.op = 'F';
     if (sh.op != 'F') {
         snprintf(ver, sizeof(ver), "%" PRId64, w->version_us);
@@ -855,60 +871,35 @@ static int begin_if_needed(struct pgsink *s)
     return 0;
 }
 
-/* ---- multi-row inserts ---- */
+/* ---- multi-row statements (pgbatch.h) ---- */
 
 static void fast_reset(struct pgsink *s)
 {
-    s->fast.text_len = 0;
-    s->fast.nrows = 0;
-    s->fast.ncols = 0;
-    s->fast.m = NULL;
+    pgbatch_reset(&s->batch);
 }
 
+/* The prepared statement for the rows held, prepared when new. */
 static const char *fast_stmt(struct pgsink *s)
 {
-    char *tbl = pgconn_quote_table(s->conn, s->fast.t->schema, s->fast.t->relname);
+    const struct cfg_mapping *m = s->batch.m;
+    const struct cfg_side *t = s->batch.t;
+    char *tbl = pgconn_quote_table(s->conn, t->schema, t->relname);
     struct strbuf sig;
     struct stmt *n;
     const char *name = NULL;
-    size_t p = 1;
 
     strbuf_init(&sig);
-    strbuf_adds(&sig, "F");
-    strbuf_adds(&sig, s->fast.m->name);
-    strbuf_addc(&sig, s->fast.t == &s->fast.m->a ? 'a' : 'b');
-    add_sig_cols(&sig, s->fast.cols, s->fast.ncols);
-    {
-        char rows[24];
-        snprintf(rows, sizeof(rows), "%zu", s->fast.nrows);
-        strbuf_adds(&sig, rows);
-    }
+    pgbatch_sig(&s->batch, m->name, t == &m->a ? 'a' : 'b', &sig);
     for (size_t i = 0; !sig.failed && i < s->nstmts; i++)
         if (strcmp(s->stmts[i].sig, sig.buf) == 0) {
             name = s->stmts[i].name;
             goto out;
         }
-    strbuf_reset(&s->sql);
-    strbuf_adds(&s->sql, "INSERT INTO ");
-    strbuf_adds(&s->sql, tbl ? tbl : "");
-    strbuf_adds(&s->sql, " (");
-    for (size_t c = 0; c < s->fast.ncols; c++) {
-        if (c > 0)
-            strbuf_adds(&s->sql, ", ");
-        add_ident(s, &s->sql, s->fast.cols[c]);
-    }
-    strbuf_adds(&s->sql, ") VALUES ");
-    for (size_t r = 0; r < s->fast.nrows; r++) {
-        strbuf_adds(&s->sql, r > 0 ? ", (" : "(");
-        for (size_t c = 0; c < s->fast.ncols; c++) {
-            if (c > 0)
-                strbuf_adds(&s->sql, ", ");
-            add_param(&s->sql, p++);
-        }
-        strbuf_addc(&s->sql, ')');
-    }
+    if (tbl == NULL)
+        goto out;
+    pgbatch_sql(&s->batch, s->conn, tbl, &s->sql);
     n = realloc(s->stmts, (s->nstmts + 1) * sizeof(*n));
-    if (tbl == NULL || s->sql.failed || sig.failed || n == NULL)
+    if (s->sql.failed || sig.failed || n == NULL)
         goto out;
     s->stmts = n;
     n = &s->stmts[s->nstmts];
@@ -924,36 +915,24 @@ out:
     return name;
 }
 
-/* Sends the buffered inserts as one statement. */
+/* Sends the rows held as one statement. */
 static int fast_flush(struct pgsink *s)
 {
-    const char *name;
+    struct pgbatch *b = &s->batch;
+    const char *const *params, *name;
     struct q_entry *q;
-    int rc = 0;
+    int n, rc = 0;
 
-    if (s->fast.nrows == 0)
+    if (b->nrows == 0)
         return 0;
-    for (size_t i = 0; i < s->fast.nrows * s->fast.ncols; i++)
-        s->fast.vals[i] = s->fast.offs[i] == SIZE_MAX ? NULL : s->fast.text + s->fast.offs[i];
-    if ((name = fast_stmt(s)) == NULL ||
-        PQsendQueryPrepared(s->conn, name, (int)(s->fast.nrows * s->fast.ncols),
-                            s->fast.vals, NULL, NULL, 0) != 1 ||
-        (q = q_push(s, Q_FAST)) == NULL)
+    if ((n = pgbatch_params(b, &params)) < 0 || (name = fast_stmt(s)) == NULL ||
+        PQsendQueryPrepared(s->conn, name, n, params, NULL, NULL, 0) != 1 ||
+        (q = q_push(s, b->kind == PGBATCH_INSERT ? Q_FAST : Q_FAST_UPDATES)) == NULL)
         rc = -EIO;
     else
-        q->seq = (int64_t)s->fast.nrows;
+        q->seq = (int64_t)b->nrows;
     fast_reset(s);
     return rc;
-}
-
-static bool same_cols(struct pgsink *s, const char **cols, size_t n)
-{
-    if (n != s->fast.ncols)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(cols[i], s->fast.cols[i]) != 0)
-            return false;
-    return true;
 }
 
 /* The target column for side-a field k, as the config's own string (it
@@ -967,34 +946,28 @@ static const char *config_column(const struct cfg_mapping *m, const struct cfg_s
     return NULL;
 }
 
-/* Room for rows * ncols values and text_more more bytes of text. */
-static int fast_reserve(struct pgsink *s, size_t ncols, size_t text_more)
+/* Adds a row of shape sh, flushing first when it cannot join the rows
+ * held (or, for an update, holds its key); the caller then puts its
+ * values and ends it. */
+static int fast_begin_row(struct pgsink *s, const struct pgbatch_shape *sh,
+                          const char *const *keys, size_t text_more)
 {
-    size_t need = FAST_ROWS * ncols;
+    if ((!pgbatch_fits(&s->batch, sh) || (keys && pgbatch_holds_key(&s->batch, keys))) &&
+        fast_flush(s) != 0)
+        return -EIO;
+    return pgbatch_begin_row(&s->batch, sh, text_more);
+}
 
-    if (need > s->fast.cap) {
-        size_t *no = realloc(s->fast.offs, need * sizeof(*no));
-        const char **nv = no ? realloc(s->fast.vals, need * sizeof(*nv)) : NULL;
+static int fast_end_row(struct pgsink *s)
+{
+    return pgbatch_end_row(&s->batch) ? fast_flush(s) : 0;
+}
 
-        if (no != NULL)
-            s->fast.offs = no;
-        if (nv == NULL)
-            return -ENOMEM;
-        s->fast.vals = nv;
-        s->fast.cap = need;
-    }
-    if (s->fast.text_len + text_more > s->fast.text_cap) {
-        size_t cap = s->fast.text_cap ? s->fast.text_cap : 4096;
-        char *t;
-
-        while (cap < s->fast.text_len + text_more)
-            cap *= 2;
-        if ((t = realloc(s->fast.text, cap)) == NULL)
-            return -ENOMEM;
-        s->fast.text = t;
-        s->fast.text_cap = cap;
-    }
-    return 0;
+/* Whether a change may join a multi-row statement at all. */
+static bool may_batch(const struct pgsink *s, const struct change *c,
+                      const struct cfg_mapping *m)
+{
+    return c->fields != NULL && c->unchanged == NULL && !m->canary_enabled && !careful(s);
 }
 
 /* Buffers an insert of a new key; returns 1 when taken, 0 when the change
@@ -1003,57 +976,127 @@ static int fast_reserve(struct pgsink *s, size_t ncols, size_t text_more)
 static int fast_add(struct pgsink *s, const struct change *c, const struct cfg_mapping *m,
                     const struct cfg_side *t)
 {
-    struct flatobj *fo = &s->fast.scan;
-    const char *cols[128], *name;
-    size_t n = 0, len, row;
+    struct flatobj *fo = &s->scan;
+    const char *cols[PGBATCH_MAX_COLS];
+    const struct flatobj_pair *vals[PGBATCH_MAX_COLS];
+    struct pgbatch_shape sh = { PGBATCH_INSERT, m, t, cols, NULL, 0, 0, 0 };
+    size_t len;
     char hash[CANON_HASH_HEX + 1];
     int rc;
 
-    if (c->op != CHANGE_INSERT || c->unchanged != NULL || m->canary_enabled ||
-        s->cur_txn_seq <= s->careful_until || c->fields == NULL)
+    if (c->op != CHANGE_INSERT || !may_batch(s, c, m))
         return 0;
     len = strlen(c->fields);
     if ((rc = flatobj_scan(fo, c->fields, len)) <= 0)
         return rc < 0 ? rc : 0;
     for (size_t i = 0; i < fo->n; i++) {
-        if ((name = config_column(m, t, fo->pairs[i].key)) == NULL)
-            continue;
-        if (n == 128)
-            return 0;
-        cols[n++] = name;
-    }
-    if (n == 0 || (s->fast.nrows > 0 && (s->fast.m != m || s->fast.t != t || !same_cols(s, cols, n)))) {
-        if (fast_flush(s) != 0)
-            return -EIO;
-    }
-    if (n == 0)
-        return 0;
-    /* Unescaped values are never longer than the text they came from. */
-    if ((rc = fast_reserve(s, n, len + n)) != 0)
-        return rc;
-    s->fast.m = m;
-    s->fast.t = t;
-    s->fast.ncols = n;
-    memcpy(s->fast.cols, cols, n * sizeof(*cols));
-    row = s->fast.nrows * n;
-    n = 0;
-    for (size_t i = 0; i < fo->n; i++) {
-        const struct flatobj_pair *p = &fo->pairs[i];
+        const char *name = config_column(m, t, fo->pairs[i].key);
 
-        if (config_column(m, t, p->key) == NULL)
+        if (name == NULL)
             continue;
-        if (p->null) {
-            s->fast.offs[row + n++] = SIZE_MAX;
-            continue;
-        }
-        memcpy(s->fast.text + s->fast.text_len, p->val, p->val_len + 1);
-        s->fast.offs[row + n++] = s->fast.text_len;
-        s->fast.text_len += p->val_len + 1;
+        if (sh.nset == PGBATCH_MAX_COLS)
+            return 0;
+        vals[sh.nset] = &fo->pairs[i];
+        cols[sh.nset++] = name;
     }
-    s->fast.nrows++;
+    if (sh.nset == 0)
+        return fast_flush(s) == 0 ? 0 : -EIO;
+    /* Unescaped values are never longer than the text they came from. */
+    if ((rc = fast_begin_row(s, &sh, NULL, len + sh.nset)) != 0)
+        return rc;
+    for (size_t i = 0; i < sh.nset; i++)
+        pgbatch_put(&s->batch, vals[i]->null ? NULL : vals[i]->val, vals[i]->val_len);
     canon_hash_flat(fo, hash);
     shadow_after_insert(s, c, m, hash);
-    return s->fast.nrows == FAST_ROWS ? fast_flush(s) == 0 ? 1 : -EIO : 1;
+    return fast_end_row(s) == 0 ? 1 : -EIO;
+}
+
+/* The SQL type of target column col, or NULL when unknown. */
+static const char *column_type(const struct pgsink *s, const struct cfg_mapping *m,
+                               const struct cfg_side *t, const char *col)
+{
+    for (size_t i = 0; i < s->ntypes; i++) {
+        const struct coltypes *ct = &s->types[i];
+        if (ct->m != m || ct->t != t)
+            continue;
+        for (size_t j = 0; j < ct->n; j++)
+            if (strcmp(ct->names[j], col) == 0)
+                return ct->types[j];
+        return NULL;
+    }
+    return NULL;
+}
+
+/* Collects fo's mapped fields into the shape's next columns (with their
+ * types) and vals; false when one has no known type or there are too many. */
+static bool collect_cols(const struct pgsink *s, const struct flatobj *fo,
+                         const struct cfg_mapping *m, const struct cfg_side *t,
+                         const char **cols, const char **types,
+                         const struct flatobj_pair **vals, size_t *n)
+{
+    for (size_t i = 0; i < fo->n; i++) {
+        const char *name = config_column(m, t, fo->pairs[i].key);
+
+        if (name == NULL)
+            continue;
+        if (*n == PGBATCH_MAX_COLS || (types[*n] = column_type(s, m, t, name)) == NULL)
+            return false;
+        vals[*n] = &fo->pairs[i];
+        cols[(*n)++] = name;
+    }
+    return true;
+}
+
+/* Buffers a clean update of a whole row with its before-image (what
+ * PostgreSQL capture journals with REPLICA IDENTITY FULL): 1 when taken,
+ * 0 for the per-row path, negative on error. The new values name the key;
+ * a key change goes per row. */
+static int fast_update_add(struct pgsink *s, const struct change *c,
+                           const struct cfg_mapping *m, const struct cfg_side *t)
+{
+    const char *cols[PGBATCH_MAX_COLS], *types[PGBATCH_MAX_COLS], *keys[64];
+    const struct flatobj_pair *vals[PGBATCH_MAX_COLS];
+    struct pgbatch_shape sh = { PGBATCH_UPDATE, m, t, cols, types, t->nkey, 0, 0 };
+    size_t n, flen, olen;
+    char hash[CANON_HASH_HEX + 1];
+    int rc;
+
+    if (!whole_update(s, c) || c->old_key != NULL || !may_batch(s, c, m) || resolved_in_c(m) ||
+        t->nkey == 0 || t->nkey > 64 || s->ntypes == 0)
+        return 0;
+    flen = strlen(c->fields);
+    olen = strlen(c->old_fields);
+    if ((rc = flatobj_scan(&s->scan, c->fields, flen)) <= 0 ||
+        (rc = flatobj_scan(&s->base_scan, c->old_fields, olen)) <= 0)
+        return rc < 0 ? rc : 0;
+    /* Keys first: each is the new value of its field. */
+    n = t->nkey;
+    if (!collect_cols(s, &s->scan, m, t, cols, types, vals, &n))
+        return 0;
+    sh.nset = n - t->nkey;
+    for (size_t k = 0; k < t->nkey; k++) {
+        size_t i = t->nkey;
+
+        while (i < n && strcmp(cols[i], t->key[k]) != 0)
+            i++;
+        if (i == n || vals[i]->null || (types[k] = column_type(s, m, t, t->key[k])) == NULL)
+            return 0;
+        cols[k] = t->key[k];
+        vals[k] = vals[i];
+        keys[k] = vals[i]->val;
+    }
+    if (!collect_cols(s, &s->base_scan, m, t, cols, types, vals, &n))
+        return 0;
+    sh.nbase = n - t->nkey - sh.nset;
+    if (sh.nset == 0)
+        return 0;
+    if ((rc = fast_begin_row(s, &sh, keys, 2 * flen + olen + n)) != 0)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        pgbatch_put(&s->batch, vals[i]->null ? NULL : vals[i]->val, vals[i]->val_len);
+    canon_hash_flat(&s->scan, hash);
+    shadow_after_insert(s, c, m, hash);
+    return fast_end_row(s) == 0 ? 1 : -EIO;
 }
 
 static int on_journal_change(const struct change *c, void *arg)
@@ -1076,7 +1119,7 @@ static int on_journal_change(const struct change *c, void *arg)
     if ((rc = begin_if_needed(s)) != 0)
         return x->err = rc;
     /* A replay goes alone (not batched), so its outcome unparks the key. */
-    if (!retrying && (rc = fast_add(s, c, m, t)) != 0) {
+    if (!retrying && ((rc = fast_add(s, c, m, t)) != 0 || (rc = fast_update_add(s, c, m, t)) != 0)) {
         if (rc < 0)
             return x->err = err_set(&x->e, rc, "cannot send inserts of change %" PRId64, c->seq);
         s->group_changes++;
@@ -1119,34 +1162,89 @@ static int send_commit(struct pgsink *s)
     return 0;
 }
 
-struct txn_pick {
-    int64_t txn, commit_seq, ts;
-    bool found;
-};
-
 static int pick_txn(const struct journal_txn_info *info, void *arg)
 {
-    struct txn_pick *p = arg;
+    struct txns_ahead *a = arg;
+    struct txn_pick *p = &a->t[a->n];
 
+    if (info->commit_seq > a->durable)
+        return 1;
+    a->n++;
     p->txn = info->txn;
     p->commit_seq = info->commit_seq;
     p->ts = info->commit_ts_us;
-    p->found = true;
-    return 1;
+    return a->n == TXNS_AHEAD ? 1 : 0;
 }
 
-/* Moves to the next durable journal transaction, if any. */
+/* The source transaction applied early will never commit (the source
+ * resends it as a new one): fail the target transaction on purpose, so
+ * on_sync rolls it back and feeding restarts from the last target commit. */
+static void abandon_early(struct pgsink *s)
+{
+    s->early_dead = s->early_txn;
+    s->early_txn = s->early_after = 0;
+    s->abandoning = true;
+    fast_reset(s);
+    if (!send_plain(s, Q_ABANDON, "SELECT 1 / 0", 0, NULL) || PQpipelineSync(s->conn) != 1 ||
+        q_push(s, Q_SYNC) == NULL)
+        sink_fail(s, "cannot roll back on the target", NULL);
+}
+
+/* Moves to the next durable journal transaction, if any. The next ones
+ * are read TXNS_AHEAD at a time, durable ones only (they cannot be rolled
+ * back); the list holds while transactions are taken in order (a redo or
+ * reconnect starts from elsewhere: read again). */
 static bool next_txn(struct pgsink *s)
 {
-    struct txn_pick pk = { 0 };
+    struct txns_ahead *a = &s->ahead;
+    const struct txn_pick *p;
 
-    journal_scan_txns(s->st, s->fed_seq, 1, s->ep->name, pick_txn, &pk, NULL);
-    if (!pk.found || pk.commit_seq > s->durable_seq)
+    if (a->at == a->n || a->after != s->fed_seq) {
+        a->n = a->at = 0;
+        a->after = s->fed_seq;
+        a->durable = s->durable_seq;
+        if (journal_scan_txns(s->st, s->fed_seq, TXNS_AHEAD, s->ep->name, pick_txn, a,
+                              NULL) < 0)
+            a->n = 0;
+    }
+    if (a->at == a->n)
         return false;
-    s->cur_txn = pk.txn;
-    s->cur_txn_seq = pk.commit_seq;
-    s->cur_ts_us = pk.ts;
-    s->cur_after = 0;
+    p = &a->t[a->at];
+    if (s->early_txn != 0 && p->txn != s->early_txn) {
+        abandon_early(s);
+        return false;
+    }
+    a->at++;
+    a->after = p->commit_seq;
+    s->cur_txn = p->txn;
+    s->cur_txn_seq = p->commit_seq;
+    s->cur_ts_us = p->ts;
+    s->cur_after = s->early_txn != 0 ? s->early_after : 0;
+    s->early_txn = s->early_after = 0;
+    return true;
+}
+
+/* Moves to the transaction the single source is streaming, to apply what
+ * is journaled of it early: only when every committed transaction is fed
+ * (it will be the next to commit). */
+static bool next_open_txn(struct pgsink *s)
+{
+    int64_t last = 0, txn = 0;
+
+    if (s->early_source == NULL || s->abandoning ||
+        journal_last_commit_seq(s->st, &last, NULL) != 0 || last > s->fed_seq ||
+        journal_newest_open(s->st, s->early_source, &txn, NULL) != 0 ||
+        txn == 0 || txn <= s->early_dead)
+        return false;
+    if (s->early_txn != 0 && txn != s->early_txn) {
+        abandon_early(s);
+        return false;
+    }
+    s->cur_txn = txn;
+    s->cur_txn_seq = 0;
+    s->cur_after = s->early_txn != 0 ? s->early_after : 0;
+    s->cur_open = true;
+    s->early_txn = s->early_after = 0;
     return true;
 }
 
@@ -1171,13 +1269,16 @@ static void feed(struct pgsink *s)
     while (s->state == SK_READY && !s->seg_failed && !s->hold && s->barrier_seq == 0 &&
            s->qlen < WINDOW) {
         if (s->cur_txn == 0) {
-            if (s->in_txn && s->group_changes >= GROUP_CHANGES) {
+            /* Never commit with part of a source transaction sent. */
+            bool may_commit = s->in_txn && s->early_txn == 0 && !s->abandoning;
+
+            if (may_commit && s->group_changes >= GROUP_CHANGES) {
                 if (send_commit(s) != 0)
                     goto fail;
                 continue;
             }
-            if (!next_txn(s)) {
-                if (s->in_txn && send_commit(s) != 0)
+            if (!next_txn(s) && !next_open_txn(s)) {
+                if (may_commit && s->early_txn == 0 && !s->abandoning && send_commit(s) != 0)
                     goto fail;
                 break;
             }
@@ -1188,6 +1289,14 @@ static void feed(struct pgsink *s)
         if (n < 0 || x.err != 0) {
             sink_fail(s, "cannot send changes", x.e.msg[0] ? x.e.msg : "journal read failed");
             return;
+        }
+        if (n < SLICE && s->barrier_seq == 0 && s->cur_open) {
+            /* Everything journaled of the open transaction is sent. */
+            s->early_txn = s->cur_txn;
+            s->early_after = s->cur_after;
+            s->cur_txn = 0;
+            s->cur_open = false;
+            break;
         }
         if (n < SLICE && s->barrier_seq == 0) {
             /* The source transaction is fully sent. */
@@ -1554,6 +1663,85 @@ static void adopt_foreign_progress(struct pgsink *s)
                   "endpoint", s->ep->name, "origin", s->ep->origin);
 }
 
+/* ---- the target tables' column types ---- */
+
+static void types_clear(struct pgsink *s)
+{
+    for (size_t i = 0; i < s->ntypes; i++) {
+        for (size_t j = 0; j < s->types[i].n; j++) {
+            free(s->types[i].names[j]);
+            free(s->types[i].types[j]);
+        }
+        free(s->types[i].names);
+        free(s->types[i].types);
+    }
+    free(s->types);
+    s->types = NULL;
+    s->ntypes = 0;
+}
+
+/* Asks for the column types of every table this sink writes, in the
+ * setup pipeline. A missing table answers no rows: its changes go per row
+ * (and meet the error there). */
+static bool send_type_lookups(struct pgsink *s)
+{
+    types_clear(s);
+    s->types = calloc(s->cfg->nmappings * 2, sizeof(*s->types));
+    if (s->types == NULL && s->cfg->nmappings > 0)
+        return false;
+    for (size_t i = 0; i < s->cfg->nmappings; i++) {
+        const struct cfg_mapping *m = &s->cfg->mappings[i];
+        const struct cfg_side *sides[2] = { &m->a, &m->b };
+
+        for (int k = 0; k < 2; k++) {
+            const struct cfg_side *t = sides[k];
+            const char *other = t == &m->a ? m->b.endpoint : m->a.endpoint;
+            const struct cfg_side *target = NULL;
+            char *tbl;
+            bool ok;
+
+            if (t->ep != s->ep || t->relname == NULL ||
+                !mapping_targets(s, m, other, &target) || target != t)
+                continue;
+            if ((tbl = pgconn_quote_table(s->conn, t->schema, t->relname)) == NULL)
+                return false;
+            ok = send_plain(s, Q_TYPES,
+                            "SELECT a.attname, format_type(a.atttypid, a.atttypmod)"
+                            " FROM pg_attribute a WHERE a.attrelid = to_regclass($1)"
+                            " AND a.attnum > 0 AND NOT a.attisdropped",
+                            1, (const char *const *)&tbl);
+            free(tbl);
+            if (!ok)
+                return false;
+            s->q[(s->qhead + s->qlen - 1) % s->qcap].seq = (int64_t)s->ntypes;
+            s->types[s->ntypes].m = m;
+            s->types[s->ntypes++].t = t;
+        }
+    }
+    return true;
+}
+
+static void on_types(struct pgsink *s, const struct q_entry *q, PGresult *r)
+{
+    struct coltypes *ct = q->seq >= 0 && (size_t)q->seq < s->ntypes ? &s->types[q->seq] : NULL;
+    int n = PQntuples(r);
+
+    if (ct == NULL || n <= 0 || PQnfields(r) != 2)
+        return;
+    ct->names = calloc((size_t)n, sizeof(*ct->names));
+    ct->types = calloc((size_t)n, sizeof(*ct->types));
+    for (int i = 0; ct->names && ct->types && i < n; i++) {
+        ct->names[ct->n] = strdup(PQgetvalue(r, i, 0));
+        ct->types[ct->n] = strdup(PQgetvalue(r, i, 1));
+        if (ct->names[ct->n] == NULL || ct->types[ct->n] == NULL) {
+            free(ct->names[ct->n]);
+            free(ct->types[ct->n]);
+            break;
+        }
+        ct->n++;
+    }
+}
+
 static void on_setup_result(struct pgsink *s, const struct q_entry *q, PGresult *r)
 {
     uint64_t lsn = 0;
@@ -1565,6 +1753,8 @@ static void on_setup_result(struct pgsink *s, const struct q_entry *q, PGresult 
     }
     if (q->kind == Q_TRACKTS && PQntuples(r) == 1)
         s->track_ts = strcmp(PQgetvalue(r, 0, 0), "on") == 0;
+    if (q->kind == Q_TYPES)
+        on_types(s, q, r);
 }
 
 /* The target rejected a change: record it, skip it on the redo. */
@@ -1813,6 +2003,27 @@ static bool retries_exhausted(struct pgsink *s, int64_t seq)
 }
 
 /* End of a pipeline segment (Sync): commit bookkeeping or redo. */
+/* Rolls the failed target transaction back (Sync alone leaves an
+ * explicit transaction block open and aborted); feeding starts again
+ * after the last target commit. False when the connection failed. */
+static bool roll_back_and_restart(struct pgsink *s)
+{
+    q_entry_free(&s->seg_error_entry);
+    clear_stmts(s);
+    fast_reset(s);
+    s->fed_seq = s->applied_seq;
+    s->cur_txn = 0;
+    s->cur_open = s->abandoning = false;
+    s->early_txn = s->early_after = 0;
+    s->in_txn = false;
+    if (!send_plain(s, Q_PLAIN, "ROLLBACK", 0, NULL) || PQpipelineSync(s->conn) != 1 ||
+        q_push(s, Q_SYNC) == NULL) {
+        sink_fail(s, "cannot roll back on the target", NULL);
+        return false;
+    }
+    return true;
+}
+
 static void on_sync(struct pgsink *s)
 {
     if (s->state == SK_SETUP) {
@@ -1839,30 +2050,30 @@ static void on_sync(struct pgsink *s)
     if (!s->seg_failed)
         return;
     s->barrier_seq = 0;     /* its result will not come: the redo resends it */
-    /* The target transaction failed: roll it back (Sync alone leaves an
-     * explicit transaction block open and aborted), then redo from the
+    /* The target transaction failed: roll it back, then redo from the
      * last commit without the rejected change. */
     bool data_error = s->seg_error_entry.kind == Q_STMT && !transient_sqlstate(s->seg_sqlstate);
     s->seg_failed = false;
-    if (s->seg_error_entry.kind == Q_FAST || s->seg_error_entry.kind == Q_FAST_UPDATE) {
+    if (s->seg_error_entry.kind == Q_FAST || s->seg_error_entry.kind == Q_FAST_UPDATE ||
+        s->seg_error_entry.kind == Q_FAST_UPDATES) {
         /* A key existed (or a row was bad), or an update was not clean:
          * redo everything sent so far with per-row conditional writes,
          * which decide or dead-letter. */
         s->careful_until = s->cur_txn != 0 && s->cur_txn_seq > s->fed_seq ? s->cur_txn_seq
                                                                           : s->fed_seq;
+        if (s->cur_open || s->early_txn != 0)
+            s->careful_txn = s->cur_open ? s->cur_txn : s->early_txn;
         log_info("pgsink", s->seg_error_entry.kind == Q_FAST
                  ? "a multi-row insert failed; redoing with conditional writes"
                  : "an update found its row changed or gone; redoing with conditional writes",
                  "endpoint", s->ep->name, "sqlstate", s->seg_sqlstate);
-        q_entry_free(&s->seg_error_entry);
-        clear_stmts(s);
-        fast_reset(s);
-        s->fed_seq = s->applied_seq;
-        s->cur_txn = 0;
-        s->in_txn = false;
-        if (!send_plain(s, Q_PLAIN, "ROLLBACK", 0, NULL) || PQpipelineSync(s->conn) != 1 ||
-            q_push(s, Q_SYNC) == NULL)
-            sink_fail(s, "cannot roll back on the target", NULL);
+        roll_back_and_restart(s);
+        return;
+    }
+    if (s->seg_error_entry.kind == Q_ABANDON) {
+        log_info("pgsink", "the source cut short a transaction applied early;"
+                 " redoing from the last target commit", "endpoint", s->ep->name);
+        roll_back_and_restart(s);
         return;
     }
     if (!data_error && s->seg_error_entry.kind == Q_STMT &&
@@ -1877,16 +2088,8 @@ static void on_sync(struct pgsink *s)
     else
         log_error("pgsink", "target transaction failed; retrying", "endpoint",
                   s->ep->name, "sqlstate", s->seg_sqlstate, "err", s->seg_error);
-    q_entry_free(&s->seg_error_entry);
-    clear_stmts(s);
-    s->fed_seq = s->applied_seq;
-    s->cur_txn = 0;
-    s->in_txn = false;
-    if (!send_plain(s, Q_PLAIN, "ROLLBACK", 0, NULL) || PQpipelineSync(s->conn) != 1 ||
-        q_push(s, Q_SYNC) == NULL) {
-        sink_fail(s, "cannot roll back on the target", NULL);
+    if (!roll_back_and_restart(s))
         return;
-    }
     if (!data_error) {
         /* Hold feeding back until the timer: not a per-row problem. */
         s->hold = true;
@@ -1925,13 +2128,14 @@ static void on_result(struct pgsink *s, struct q_entry *q, PGresult *r)
         on_stmt_result(s, q, r);
         break;
     case Q_FAST:
+    case Q_FAST_UPDATES:
         s->stats.applied += (uint64_t)q->seq;
         break;
     case Q_FAST_UPDATE:
         s->stats.applied++;
         statement_answered(s, q);
         break;
-    case Q_SETUP: case Q_PROGRESS: case Q_TRACKTS:
+    case Q_SETUP: case Q_PROGRESS: case Q_TRACKTS: case Q_TYPES:
         on_setup_result(s, q, r);
         break;
     case Q_COMMIT:
@@ -2012,6 +2216,7 @@ static void on_io(void *arg, int events)
                 !send_plain(s, Q_SETUP, "SELECT pg_replication_origin_session_setup($1)", 1, v) ||
                 !send_plain(s, Q_PROGRESS, "SELECT pg_replication_origin_progress($1, true)", 1, v) ||
                 !send_plain(s, Q_TRACKTS, "SELECT current_setting('track_commit_timestamp')", 0, NULL) ||
+                !send_type_lookups(s) ||
                 (s->ep->apply_as_replica &&
                  !send_plain(s, Q_SETUP, "SET session_replication_role = replica", 0, NULL)) ||
                 PQpipelineSync(s->conn) != 1 || q_push(s, Q_SYNC) == NULL) {
@@ -2044,6 +2249,8 @@ static void sink_disconnect(struct pgsink *s)
     clear_stmts(s);
     s->in_txn = false;
     s->cur_txn = 0;
+    s->cur_open = s->abandoning = false;
+    s->early_txn = s->early_after = 0;
     s->hold = false;
     fast_reset(s);
 }
@@ -2091,6 +2298,31 @@ static void sink_connect(struct pgsink *s)
 
 /* ---- lifecycle ---- */
 
+/* The one PostgreSQL endpoint every change for this target comes from, or
+ * NULL (none, several, or REST): early apply needs one commit order. */
+static const char *single_pg_source(const struct pgsink *s)
+{
+    const char *src = NULL;
+    const struct cfg_endpoint *ep;
+
+    for (size_t i = 0; i < s->cfg->nmappings; i++) {
+        const struct cfg_mapping *m = &s->cfg->mappings[i];
+        const char *sources[2] = { m->a.endpoint, m->b.endpoint };
+
+        for (int k = 0; k < 2; k++) {
+            const struct cfg_side *t;
+
+            if (!mapping_targets(s, m, sources[k], &t))
+                continue;
+            if (src != NULL && strcmp(src, sources[k]) != 0)
+                return NULL;
+            src = sources[k];
+        }
+    }
+    ep = src ? config_endpoint(s->cfg, src) : NULL;
+    return ep != NULL && ep->kind == CFG_KIND_POSTGRES && ep != s->ep ? src : NULL;
+}
+
 int pgsink_new(struct pgsink **out, uv_loop_t *loop, const struct config *c,
                const struct cfg_endpoint *ep, struct state *st,
                const struct pgsink_hooks *h, struct err *e)
@@ -2114,6 +2346,7 @@ int pgsink_new(struct pgsink **out, uv_loop_t *loop, const struct config *c,
     s->retry_timer.data = s;
     s->feed_timer.data = s;
     strbuf_init(&s->sql);
+    s->early_source = single_pg_source(s);
     *out = s;
     return 0;
 }
@@ -2167,10 +2400,10 @@ static void on_closed(uv_handle_t *h)
     if (s->closed)
         s->closed(s->closed_arg);
     free(s->q);
-    free(s->fast.offs);
-    free(s->fast.vals);
-    free(s->fast.text);
-    flatobj_free(&s->fast.scan);
+    pgbatch_free(&s->batch);
+    flatobj_free(&s->scan);
+    flatobj_free(&s->base_scan);
+    types_clear(s);
     free(s->excluded);
     resolver_plugin_cache_free(s->plugins);
     strbuf_free(&s->sql);
