@@ -337,7 +337,8 @@ int journal_scan_txns(struct state *s, int64_t after, int max,
         return rc;
     rc = state_stmt(s, ST_J_SCAN_TXNS,
                     "SELECT txn, commit_seq, endpoint, source_xid, commit_lsn,"
-                    " end_lsn, commit_ts_us, nchanges FROM journal_txn"
+                    " end_lsn, commit_ts_us, nchanges, coalesce(first_seq, 0),"
+                    " coalesce(last_seq, 0) FROM journal_txn"
                     " WHERE commit_seq > ?1 AND (?2 IS NULL OR endpoint <> ?2)"
                     " ORDER BY commit_seq LIMIT ?3", &st, e);
     if (rc < 0)
@@ -363,6 +364,8 @@ int journal_scan_txns(struct state *s, int64_t after, int max,
         info.end_lsn = (uint64_t)sqlite3_column_int64(st, 5);
         info.commit_ts_us = sqlite3_column_int64(st, 6);
         info.nchanges = sqlite3_column_int64(st, 7);
+        info.first_seq = sqlite3_column_int64(st, 8);
+        info.last_seq = sqlite3_column_int64(st, 9);
         if (info.endpoint == NULL) {
             rc = err_set(e, -ENOMEM, "journal scan: out of memory");
             break;
@@ -378,32 +381,15 @@ int journal_scan_txns(struct state *s, int64_t after, int max,
 /* Streams the changes of txn with seq > after_seq, at most limit (<= 0:
  * all), through one statement. Returns fn's nonzero value when it stops
  * the scan, else 0; *count gets the number of calls to fn. */
-static int journal_changes(struct state *s, int64_t txn, int64_t after_seq,
-                           int limit, journal_change_fn fn, void *arg,
-                           int *count, struct err *e)
+/* Steps st, whose rows are (seq, endpoint, mapping, op, key, old_key,
+ * fields, unchanged, version_us, old_fields, txn), calling fn for each;
+ * counts them in *count. Finishes st. */
+static int step_changes(struct state *s, enum state_stmt_id id, sqlite3_stmt *st,
+                        journal_change_fn fn, void *arg, int *count, struct err *e)
 {
     struct change c;
-    sqlite3_stmt *st;
-    int rc, ret = 0;
+    int rc = 0, ret = 0;
 
-    *count = 0;
-    if (fn == NULL)
-        return err_set(e, -EINVAL, "journal scan: no callback");
-    if ((rc = journal_flush(s, e)) < 0)
-        return rc;
-    rc = state_stmt(s, ST_J_SCAN_CHANGES,
-                    "SELECT c.seq, t.endpoint, c.mapping, c.op, c.key, c.old_key,"
-                    " c.fields, c.unchanged, c.version_us, c.old_fields"
-                    " FROM journal_txn t JOIN journal_change c"
-                    "  ON c.seq > max(?2, t.first_seq - 1)"
-                    "  AND c.seq <= coalesce(t.last_seq, 9223372036854775807)"
-                    "  AND c.txn = t.txn"
-                    " WHERE t.txn = ?1 ORDER BY c.seq LIMIT ?3",
-                    &st, e);
-    if (rc < 0)
-        return rc;
-    rc = state_bind(s, st, e, "journal scan changes", "lll", txn, after_seq,
-                    (int64_t)(limit > 0 ? limit : -1));
     while (rc == 0) {
         const char *op;
 
@@ -413,14 +399,12 @@ static int journal_changes(struct state *s, int64_t txn, int64_t after_seq,
             break;
         }
         if (rc != SQLITE_ROW) {
-            rc = state_sqlerr(s, e, rc, "journal scan changes of txn %" PRId64,
-                              txn);
+            rc = state_sqlerr(s, e, rc, "journal scan changes");
             break;
         }
         rc = 0;
         memset(&c, 0, sizeof(c));
         c.seq = sqlite3_column_int64(st, 0);
-        c.txn = txn;
         c.endpoint = state_col_text(st, 1);
         c.mapping = state_col_text(st, 2);
         op = state_col_text(st, 3);
@@ -430,6 +414,7 @@ static int journal_changes(struct state *s, int64_t txn, int64_t after_seq,
         c.unchanged = state_col_text(st, 7);
         c.version_us = sqlite3_column_int64(st, 8);
         c.old_fields = state_col_text(st, 9);
+        c.txn = sqlite3_column_int64(st, 10);
         if (c.endpoint == NULL || c.mapping == NULL || op == NULL ||
             c.key == NULL) {
             rc = err_set(e, -EPROTO, "journal change %" PRId64
@@ -442,8 +427,62 @@ static int journal_changes(struct state *s, int64_t txn, int64_t after_seq,
         if (ret != 0)
             break;
     }
-    state_stmt_done(s, ST_J_SCAN_CHANGES, st);
+    state_stmt_done(s, id, st);
     return rc < 0 ? rc : ret;
+}
+
+#define CHANGE_COLS \
+    "SELECT c.seq, t.endpoint, c.mapping, c.op, c.key, c.old_key, c.fields," \
+    " c.unchanged, c.version_us, c.old_fields, c.txn"
+
+/* Runs the changes query sql (CHANGE_COLS, parameters p1, p2 and a
+ * limit) and passes its rows to fn. */
+static int scan_changes(struct state *s, enum state_stmt_id id, const char *sql,
+                        int64_t p1, int64_t p2, int limit, journal_change_fn fn,
+                        void *arg, int *count, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    *count = 0;
+    if (fn == NULL)
+        return err_set(e, -EINVAL, "journal scan: no callback");
+    if ((rc = journal_flush(s, e)) < 0 || (rc = state_stmt(s, id, sql, &st, e)) < 0)
+        return rc;
+    rc = state_bind(s, st, e, "journal scan changes", "lll", p1, p2,
+                    (int64_t)(limit > 0 ? limit : -1));
+    if (rc < 0) {
+        state_stmt_done(s, id, st);
+        return rc;
+    }
+    return step_changes(s, id, st, fn, arg, count, e);
+}
+
+static int journal_changes(struct state *s, int64_t txn, int64_t after_seq,
+                           int limit, journal_change_fn fn, void *arg,
+                           int *count, struct err *e)
+{
+    return scan_changes(s, ST_J_SCAN_CHANGES,
+                        CHANGE_COLS
+                        " FROM journal_txn t JOIN journal_change c"
+                        "  ON c.seq > max(?2, t.first_seq - 1)"
+                        "  AND c.seq <= coalesce(t.last_seq, 9223372036854775807)"
+                        "  AND c.txn = t.txn"
+                        " WHERE t.txn = ?1 ORDER BY c.seq LIMIT ?3",
+                        txn, after_seq, limit, fn, arg, count, e);
+}
+
+int journal_scan_seq_range(struct state *s, int64_t after_seq, int64_t last_seq,
+                           int limit, journal_change_fn fn, void *arg, struct err *e)
+{
+    int n = 0;
+    int rc = scan_changes(s, ST_J_SCAN_RANGE,
+                          CHANGE_COLS
+                          " FROM journal_change c JOIN journal_txn t ON t.txn = c.txn"
+                          " WHERE c.seq > ?1 AND c.seq <= ?2 ORDER BY c.seq LIMIT ?3",
+                          after_seq, last_seq, limit, fn, arg, &n, e);
+
+    return rc < 0 ? rc : n;
 }
 
 int journal_scan_changes(struct state *s, int64_t txn, journal_change_fn fn,

@@ -24,6 +24,7 @@ struct journal_txn_info {
     uint64_t end_lsn;       /* PG: end LSN; REST: 0 */
     int64_t commit_ts_us;   /* source commit time, µs since Unix epoch */
     int64_t nchanges;
+    int64_t first_seq, last_seq;    /* its changes' sequences (0: none) */
 };
 
 /* Deletes every transaction not committed, with its changes. Run at start
@@ -85,6 +86,12 @@ int journal_depth(struct state *s, int64_t after, int64_t *txns,
 
 /* The highest commit sequence (0 when empty). */
 int journal_last_commit_seq(struct state *s, int64_t *out, struct err *e);
+
+/* Like journal_scan_changes_from, but the changes with seq in
+ * (after_seq, last_seq] whatever their transaction (c->txn says which):
+ * consecutive transactions read in one query. */
+int journal_scan_seq_range(struct state *s, int64_t after_seq, int64_t last_seq,
+                           int limit, journal_change_fn fn, void *arg, struct err *e);
 
 /* The newest transaction of endpoint not committed yet (*txn 0 when
  * none): the one its source is streaming, or one cut short. Sees what this

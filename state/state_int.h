@@ -36,6 +36,7 @@ enum state_stmt_id {
     ST_J_NEWEST_OPEN,
     ST_J_SCAN_TXNS,
     ST_J_SCAN_CHANGES,
+    ST_J_SCAN_RANGE,
     ST_J_DEPTH,
     ST_J_EP_STATS,
     ST_J_RECOVER_CHANGES,

@@ -642,6 +642,99 @@ static void test_interleaved_txns(void **ctx)
     assert_int_equal(c, 4);
 }
 
+struct txn_ranges {
+    int n;
+    int64_t txn[8], first[8], last[8];
+};
+
+static int collect_range(const struct journal_txn_info *info, void *arg)
+{
+    struct txn_ranges *r = arg;
+
+    if (r->n < 8) {
+        r->txn[r->n] = info->txn;
+        r->first[r->n] = info->first_seq;
+        r->last[r->n] = info->last_seq;
+    }
+    r->n++;
+    return 0;
+}
+
+/* Consecutive transactions read in one range: each change says its
+ * transaction; the range bounds and the limit hold; a transaction's
+ * sequence range is in its info. */
+static void test_scan_seq_range(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct changes cs = {0};
+    struct txn_ranges r = {0};
+    int64_t t1 = 0, t2 = 0, t3 = 0;
+
+    journal_one(fx->s, "app", 1, 2, &t1);
+    journal_one(fx->s, "app", 2, 1, &t2);
+    journal_one(fx->s, "app", 3, 3, &t3);
+    assert_int_equal(journal_scan_txns(fx->s, 0, 0, NULL, collect_range, &r, &e), 0);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(r.first[0], 1);
+    assert_int_equal(r.last[0], 2);
+    assert_int_equal(r.first[1], 3);
+    assert_int_equal(r.last[1], 3);
+    assert_int_equal(r.first[2], 4);
+    assert_int_equal(r.last[2], 6);
+    /* (1, 5]: the second change of t1, t2's, two of t3's. */
+    assert_int_equal(journal_scan_seq_range(fx->s, 1, 5, 0, collect_change, &cs, &e), 4);
+    assert_int_equal(cs.n, 4);
+    assert_int_equal(cs.c[0].seq, 2);
+    assert_int_equal(cs.c[0].txn, t1);
+    assert_int_equal(cs.c[1].txn, t2);
+    assert_string_equal(cs.fields[1], "{\"name\":\"n2-0\"}");
+    assert_int_equal(cs.c[2].txn, t3);
+    assert_int_equal(cs.c[3].seq, 5);
+    assert_int_equal(cs.c[3].txn, t3);
+    assert_string_equal(cs.c[3].endpoint, "app");
+    /* The limit cuts it short; an empty range reads nothing. */
+    cs.n = 0;
+    assert_int_equal(journal_scan_seq_range(fx->s, 0, 6, 2, collect_change, &cs, &e), 2);
+    assert_int_equal(cs.c[1].seq, 2);
+    cs.n = 0;
+    assert_int_equal(journal_scan_seq_range(fx->s, 6, 9, 0, collect_change, &cs, &e), 0);
+    assert_int_equal(cs.n, 0);
+}
+
+/* The newest transaction an endpoint has not committed, as capture leaves
+ * it mid-stream (one cut short stays until recovery). */
+static void test_newest_open(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    int64_t t1 = 0, t2 = 0, t3 = 0, seq = 0, open = -1;
+    struct change c = { .mapping = "m", .op = CHANGE_INSERT, .key = "[\"1\"]", .fields = "{}" };
+
+    assert_int_equal(journal_newest_open(fx->s, "app", &open, &e), 0);
+    assert_int_equal(open, 0);
+    assert_int_equal(state_begin(fx->s, &e), 0);
+    assert_int_equal(journal_txn_open(fx->s, "app", 1, 0, 0, &t1, &e), 0);
+    assert_int_equal(journal_append(fx->s, t1, &c, &e), 0);
+    assert_int_equal(journal_txn_open(fx->s, "crm", 2, 0, 0, &t2, &e), 0);
+    assert_int_equal(journal_append(fx->s, t2, &c, &e), 0);
+    /* Seen inside the writing transaction, before any commit. */
+    assert_int_equal(journal_newest_open(fx->s, "app", &open, &e), 0);
+    assert_int_equal(open, t1);
+    assert_int_equal(journal_txn_open(fx->s, "app", 3, 0, 0, &t3, &e), 0);
+    assert_int_equal(journal_append(fx->s, t3, &c, &e), 0);
+    assert_int_equal(state_commit(fx->s, &e), 0);
+    assert_int_equal(journal_newest_open(fx->s, "app", &open, &e), 0);
+    assert_int_equal(open, t3);
+    assert_int_equal(journal_newest_open(fx->s, "crm", &open, &e), 0);
+    assert_int_equal(open, t2);
+    assert_int_equal(state_begin(fx->s, &e), 0);
+    assert_int_equal(journal_txn_commit(fx->s, t3, 9, &seq, &e), 0);
+    assert_int_equal(state_commit(fx->s, &e), 0);
+    assert_int_equal(journal_newest_open(fx->s, "app", &open, &e), 0);
+    assert_int_equal(open, t1);
+}
+
 /* The daemon (exclusive) and a command (shared, e.g. a reconcile repair)
  * take turns writing the journal: neither reuses the other's change or
  * commit sequences, though the daemon caches both. */
@@ -930,6 +1023,8 @@ int main(void)
         T(test_prune),
         T(test_migrate_from_v4),
         T(test_interleaved_txns),
+        T(test_scan_seq_range),
+        T(test_newest_open),
         T(test_two_writers),
         T(test_crash_durability),
         T(test_crash_mid_batch),
