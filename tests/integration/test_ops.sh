@@ -55,9 +55,14 @@ converged() { [ "$(table_md5 A t)" = "$(table_md5 B t)" ]; }
 wait_for "B catches up after the restart" 120 converged
 expect_eq "nothing lost or doubled across the stop" "$(table_md5 A t)" "$(table_md5 B t)"
 expect_eq "all rows on B" 100000 "$(psql_on B -c 'select count(*) from t')"
-curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics2"
 captured() { sed -n 's/^tandem_changes_captured_total{endpoint="A"} \([0-9]*\).*/\1/p' "$1"; }
 applied() { sed -n 's/^tandem_changes_applied_total{from="A",to="B"} \([0-9]*\).*/\1/p' "$1"; }
+# Metrics are refreshed once a second: B may converge before the first refresh.
+counted() {
+  curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" >"$WORK/metrics2" &&
+    [ -n "$(captured "$WORK/metrics2")" ] && [ -n "$(applied "$WORK/metrics2")" ]
+}
+wait_for "the counters in the metrics" 10 counted || true
 check "captured counter moved under load ($(captured "$WORK/metrics2"))" test "$(captured "$WORK/metrics2")" -gt 0
 check "applied counter moved under load ($(applied "$WORK/metrics2"))" test "$(applied "$WORK/metrics2")" -gt 0
 kill -TERM $TANDEM_PID; wait $TANDEM_PID || true
