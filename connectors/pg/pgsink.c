@@ -43,6 +43,8 @@ struct q_entry {
     bool had_base;
     bool resolve;               /* a conflict is decided by the resolver here */
     bool retrying;              /* a replay of a change that waited for its parent */
+    bool stale;                 /* sent after a failed segment: it ran in the
+                                 * aborted transaction, its outcome means nothing */
     int64_t version_us;
     char *mapping, *key, *incoming, *base, *source;  /* Q_STMT, owned */
 };
@@ -507,11 +509,42 @@ static void add_sig_cols(struct strbuf *b, const char **cols, size_t n)
 
 /* Returns the prepared statement name for the shape, preparing it in the
  * pipeline when new; NULL on failure. */
+/* The prepared statement whose signature is sig: when new, build writes
+ * its SQL into s->sql and it is prepared in the pipeline. NULL on failure. */
+static const char *prepared(struct pgsink *s, const struct strbuf *sig,
+                            void (*build)(struct pgsink *, const void *), const void *arg)
+{
+    struct stmt *n;
+
+    if (sig->failed)
+        return NULL;
+    for (size_t i = 0; i < s->nstmts; i++)
+        if (strcmp(s->stmts[i].sig, sig->buf) == 0)
+            return s->stmts[i].name;
+    strbuf_reset(&s->sql);
+    build(s, arg);
+    n = realloc(s->stmts, (s->nstmts + 1) * sizeof(*n));
+    if (s->sql.failed || n == NULL)
+        return NULL;
+    s->stmts = n;
+    n = &s->stmts[s->nstmts];
+    snprintf(n->name, sizeof(n->name), "tandem_%u", ++s->stmt_counter);
+    if (PQsendPrepare(s->conn, n->name, s->sql.buf, 0, NULL) != 1 ||
+        q_push(s, Q_PREPARE) == NULL || (n->sig = strdup(sig->buf)) == NULL)
+        return NULL;
+    s->nstmts++;
+    return n->name;
+}
+
+static void build_shape_sql(struct pgsink *s, const void *sh)
+{
+    build_sql(s, sh, &s->sql);
+}
+
 static const char *stmt_for(struct pgsink *s, const struct shape *sh)
 {
     struct strbuf sig;
-    struct stmt *n;
-    const char *name = NULL;
+    const char *name;
 
     strbuf_init(&sig);
     strbuf_addc(&sig, sh->op);
@@ -520,29 +553,7 @@ static const char *stmt_for(struct pgsink *s, const struct shape *sh)
     add_sig_cols(&sig, sh->keycols, sh->nkey);
     add_sig_cols(&sig, sh->setcols, sh->nset);
     add_sig_cols(&sig, sh->basecols, sh->nbase);
-    if (sig.failed)
-        goto out;
-    for (size_t i = 0; i < s->nstmts; i++)
-        if (strcmp(s->stmts[i].sig, sig.buf) == 0) {
-            name = s->stmts[i].name;
-            goto out;
-        }
-    build_sql(s, sh, &s->sql);
-    n = realloc(s->stmts, (s->nstmts + 1) * sizeof(*n));
-    if (s->sql.failed || n == NULL)
-        goto out;
-    s->stmts = n;
-    n = &s->stmts[s->nstmts];
-    snprintf(n->name, sizeof(n->name), "tandem_%u", ++s->stmt_counter);
-    if (PQsendPrepare(s->conn, n->name, s->sql.buf, 0, NULL) != 1 ||
-        q_push(s, Q_PREPARE) == NULL)
-        goto out;
-    n->sig = strdup(sig.buf);
-    if (n->sig == NULL)
-        goto out;
-    s->nstmts++;
-    name = n->name;
-out:
+    name = prepared(s, &sig, build_shape_sql, sh);
     strbuf_free(&sig);
     return name;
 }
@@ -880,38 +891,29 @@ static void fast_reset(struct pgsink *s)
 }
 
 /* The prepared statement for the rows held, prepared when new. */
+static void build_batch_sql(struct pgsink *s, const void *arg)
+{
+    const struct cfg_side *t = s->batch.t;
+    char *tbl = pgconn_quote_table(s->conn, t->schema, t->relname);
+
+    (void)arg;
+    if (tbl == NULL) {
+        s->sql.failed = true;
+        return;
+    }
+    pgbatch_sql(&s->batch, s->conn, tbl, &s->sql);
+    free(tbl);
+}
+
 static const char *fast_stmt(struct pgsink *s)
 {
     const struct cfg_mapping *m = s->batch.m;
-    const struct cfg_side *t = s->batch.t;
-    char *tbl = pgconn_quote_table(s->conn, t->schema, t->relname);
     struct strbuf sig;
-    struct stmt *n;
-    const char *name = NULL;
+    const char *name;
 
     strbuf_init(&sig);
-    pgbatch_sig(&s->batch, m->name, t == &m->a ? 'a' : 'b', &sig);
-    for (size_t i = 0; !sig.failed && i < s->nstmts; i++)
-        if (strcmp(s->stmts[i].sig, sig.buf) == 0) {
-            name = s->stmts[i].name;
-            goto out;
-        }
-    if (tbl == NULL)
-        goto out;
-    pgbatch_sql(&s->batch, s->conn, tbl, &s->sql);
-    n = realloc(s->stmts, (s->nstmts + 1) * sizeof(*n));
-    if (s->sql.failed || sig.failed || n == NULL)
-        goto out;
-    s->stmts = n;
-    n = &s->stmts[s->nstmts];
-    snprintf(n->name, sizeof(n->name), "tandem_%u", ++s->stmt_counter);
-    if (PQsendPrepare(s->conn, n->name, s->sql.buf, 0, NULL) != 1 ||
-        q_push(s, Q_PREPARE) == NULL || (n->sig = strdup(sig.buf)) == NULL)
-        goto out;
-    s->nstmts++;
-    name = n->name;
-out:
-    free(tbl);
+    pgbatch_sig(&s->batch, m->name, s->batch.t == &m->a ? 'a' : 'b', &sig);
+    name = prepared(s, &sig, build_batch_sql, NULL);
     strbuf_free(&sig);
     return name;
 }
@@ -2068,6 +2070,10 @@ static bool retries_exhausted(struct pgsink *s, int64_t seq)
  * after the last target commit. False when the connection failed. */
 static bool roll_back_and_restart(struct pgsink *s)
 {
+    /* What was pipelined after the failed segment's Sync (the next group)
+     * ran in the aborted transaction block and failed there: not news. */
+    for (size_t i = 0; i < s->qlen; i++)
+        s->q[(s->qhead + i) % s->qcap].stale = true;
     q_entry_free(&s->seg_error_entry);
     clear_stmts(s);
     fast_reset(s);
@@ -2076,12 +2082,17 @@ static bool roll_back_and_restart(struct pgsink *s)
     s->cur_open = s->abandoning = false;
     s->early_txn = s->early_after = 0;
     s->in_txn = false;
+    /* A Sync first: a stale segment not closed by one yet would have the
+     * server skip the ROLLBACK along with it. */
+    if (s->qlen > 0 && (PQpipelineSync(s->conn) != 1 || q_push(s, Q_SYNC) == NULL))
+        goto fail;
     if (!send_plain(s, Q_PLAIN, "ROLLBACK", 0, NULL) || PQpipelineSync(s->conn) != 1 ||
-        q_push(s, Q_SYNC) == NULL) {
-        sink_fail(s, "cannot roll back on the target", NULL);
-        return false;
-    }
+        q_push(s, Q_SYNC) == NULL)
+        goto fail;
     return true;
+fail:
+    sink_fail(s, "cannot roll back on the target", NULL);
+    return false;
 }
 
 static void on_sync(struct pgsink *s)
@@ -2163,6 +2174,8 @@ static void on_result(struct pgsink *s, struct q_entry *q, PGresult *r)
 {
     ExecStatusType st = PQresultStatus(r);
 
+    if (q->stale)
+        return;
     if (st == PGRES_FATAL_ERROR && !s->seg_failed) {
         s->seg_failed = true;
         snprintf(s->seg_error, sizeof(s->seg_error), "%s",
