@@ -100,6 +100,8 @@ static void save_positions(struct daemon *d)
  * what it holds. */
 static void acknowledge(struct daemon *d)
 {
+    bool open = false;
+
     for (int i = 0; i < d->neps; i++) {
         if (d->eps[i].src)
             pgsrc_durable(d->eps[i].src);
@@ -108,9 +110,13 @@ static void acknowledge(struct daemon *d)
     }
     if (d->committed_seq > d->durable_seq)
         d->durable_seq = d->committed_seq;
+    for (int i = 0; i < d->neps; i++)
+        open = open || (d->eps[i].src && pgsrc_in_journal_txn(d->eps[i].src));
     for (int i = 0; i < d->neps; i++) {
-        if (d->eps[i].sink)
+        if (d->eps[i].sink) {
+            pgsink_source_open(d->eps[i].sink, open);
             pgsink_kick(d->eps[i].sink, d->durable_seq);
+        }
         if (d->eps[i].rsink)
             restsink_kick(d->eps[i].rsink, d->durable_seq);
     }

@@ -127,6 +127,7 @@ struct pgsink {
     bool cur_open;
     int64_t early_txn, early_after, early_dead;
     bool abandoning;            /* until the rollback of an abandoned one */
+    bool source_open;           /* pgsink_source_open */
     struct pgbatch batch;
     struct flatobj scan, base_scan;     /* the change being added */
     /* The target tables' column types, for set-based updates (looked up
@@ -1237,7 +1238,7 @@ static bool next_open_txn(struct pgsink *s)
 {
     int64_t last = 0, txn = 0;
 
-    if (s->early_source == NULL || s->abandoning ||
+    if (s->early_source == NULL || s->abandoning || (!s->source_open && s->early_txn == 0) ||
         journal_last_commit_seq(s->st, &last, NULL) != 0 || last > s->fed_seq ||
         journal_newest_open(s->st, s->early_source, &txn, NULL) != 0 ||
         txn == 0 || txn <= s->early_dead)
@@ -2429,6 +2430,11 @@ int pgsink_start(struct pgsink *s)
     uv_timer_start(&s->parent_timer, on_parent_timer, 1000, 1000);
     sink_connect(s);
     return 0;
+}
+
+void pgsink_source_open(struct pgsink *s, bool open)
+{
+    s->source_open = open;
 }
 
 void pgsink_kick(struct pgsink *s, int64_t durable_seq)

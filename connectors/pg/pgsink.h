@@ -53,6 +53,11 @@ int pgsink_start(struct pgsink *s);
  * may be applied: wakes the writer. */
 void pgsink_kick(struct pgsink *s, int64_t durable_seq);
 
+/* Whether a source has a transaction partly journaled (set before a kick;
+ * false by default): only then does the writer look for one to apply
+ * early, which costs two journal queries per look. */
+void pgsink_source_open(struct pgsink *s, bool open);
+
 int64_t pgsink_applied(const struct pgsink *s);
 bool pgsink_connected(const struct pgsink *s);
 /* True when nothing is in flight. */

@@ -864,6 +864,11 @@ const struct pgsrc_stats *pgsrc_stats(const struct pgsrc *p)
     return &p->stats;
 }
 
+bool pgsrc_in_journal_txn(const struct pgsrc *p)
+{
+    return p->txn != 0;
+}
+
 bool pgsrc_streaming(const struct pgsrc *p)
 {
     return p->state == SRC_STREAMING;

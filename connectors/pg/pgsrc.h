@@ -72,6 +72,10 @@ const struct cfg_endpoint *pgsrc_endpoint(const struct pgsrc *p);
 const struct pgsrc_stats *pgsrc_stats(const struct pgsrc *p);
 bool pgsrc_streaming(const struct pgsrc *p);
 
+/* Whether a source transaction is being journaled (its commit not yet
+ * received): a writer may apply it early. */
+bool pgsrc_in_journal_txn(const struct pgsrc *p);
+
 /* Sends a final status update, closes the connection and the handles;
  * done(arg) runs once everything is closed and p is freed. */
 void pgsrc_close(struct pgsrc *p, void (*done)(void *arg), void *arg);
