@@ -190,41 +190,79 @@ journaled_ms() {
   echo "; tandem journal complete at $(ms $((last - $3))) ms"
 }
 
+# ---- CPU per replicator process. The measured window's CPU time (user +
+# system) of the replicator's walsender on A, its applier (the native apply
+# worker, or tandem) and, for tandem, its backend on B: where a ratio's time
+# goes. cpu_begin (replicator running) marks the start; without it (e1, e2
+# start their replicator inside the window) totals since process start count.
+declare -A CPU0
+rep_pids() {
+  if [ "$1" = nat ]; then
+    echo "walsender:$(psql_on A -c "select active_pid from pg_replication_slots where slot_name = '$2'")" \
+         "apply-worker:$(psql_on B -c "select pid from pg_stat_subscription where subname = '$2' and relid is null")"
+  else
+    echo "walsender:$(psql_on A -c "select active_pid from pg_replication_slots where slot_name = 'tandem_$2'")" \
+         "tandem:${TANDEM_PID:-}" \
+         "B-backend:$(psql_on B -c "select pid from pg_stat_activity where application_name = 'tandem' and backend_type = 'client backend' order by backend_start limit 1")"
+  fi
+}
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($14 + $15) * 1000 / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+cpu_begin() {
+  local p
+  CPU0=()
+  for p in $(rep_pids "$1" "$2"); do [ -n "${p#*:}" ] && CPU0[${p#*:}]=$(cpu_ms "${p#*:}"); done
+  return 0
+}
+# cpu_end R NAME: "; CPU ms walsender N, tandem N, ..." (call before rep_finish).
+cpu_end() {
+  local p pid out=""
+  for p in $(rep_pids "$1" "$2"); do
+    pid=${p#*:}
+    [ -n "$pid" ] || continue
+    out="$out${out:+, }${p%%:*} $(( $(cpu_ms "$pid") - ${CPU0[$pid]:-0} ))"
+  done
+  echo "; CPU ms $out"
+}
+
 # Each run_W R NAME sets VAL (rows/s or txn/s, or "p50 p99") and DETAIL.
 run_a() {
-  local R=$1 name=$2 t="a_$1" t0 tw t1
+  local R=$1 name=$2 t="a_$1" t0 tw t1 cpu
   truncate_both "$t"
   rep_prepare "$R" "$name" "$t" 1
   wait_quiet
+  cpu_begin "$R" "$name"
   t0=$(now_us)
   psql_on A -c "call bench_fill('$t', 1, $ROWS, $TXN_ROWS)"
   tw=$(now_us)
   b_wait "$t complete on B" "$t" "$ROWS"
   t1=$(b_max_arrived_us "$t")
+  cpu=$(cpu_end "$R" "$name")
   rep_finish "$R" "$name"
   verify "$t" "$ROWS"
   VAL=$(rate "$ROWS" $((t1 - t0)))
-  DETAIL="$(ms $((t1 - t0))) ms from writer start (writer $(ms $((tw - t0))) ms, last row $(ms $((t1 - tw))) ms after it)$(journaled_ms "$R" "$name" "$t0")"
+  DETAIL="$(ms $((t1 - t0))) ms from writer start (writer $(ms $((tw - t0))) ms, last row $(ms $((t1 - tw))) ms after it)$(journaled_ms "$R" "$name" "$t0")$cpu"
 }
 
 run_c() {
-  local R=$1 name=$2 t="c_$1" t0 tc t1
+  local R=$1 name=$2 t="c_$1" t0 tc t1 cpu
   truncate_both "$t"
   rep_prepare "$R" "$name" "$t" 1
   wait_quiet
+  cpu_begin "$R" "$name"
   t0=$(now_us)
   psql_on A -c "insert into $t (id, v) select g, md5(g::text) from generate_series(1, $BIG_TXN_ROWS) g"
   tc=$(now_us)
   b_wait "$t complete on B" "$t" "$BIG_TXN_ROWS"
   t1=$(b_max_arrived_us "$t")
+  cpu=$(cpu_end "$R" "$name")
   rep_finish "$R" "$name"
   verify "$t" "$BIG_TXN_ROWS"
   VAL=$(rate "$BIG_TXN_ROWS" $((t1 - tc)))
-  DETAIL="last row $(ms $((t1 - tc))) ms after the commit returned ($(ms $((t1 - t0))) ms from writer start = $(rate "$BIG_TXN_ROWS" $((t1 - t0))) rows/s)"
+  DETAIL="last row $(ms $((t1 - tc))) ms after the commit returned ($(ms $((t1 - t0))) ms from writer start = $(rate "$BIG_TXN_ROWS" $((t1 - t0))) rows/s)$cpu"
 }
 
 run_e1() {
-  local R=$1 name=$2 t="e1_$1" t0 t1
+  local R=$1 name=$2 t="e1_$1" t0 t1 cpu
   truncate_both "$t"
   rep_prepare "$R" "$name" "$t" 0
   psql_on A -c "call bench_fill('$t', 1, $ROWS, $TXN_ROWS)"
@@ -234,14 +272,15 @@ run_e1() {
   rep_start "$R" "$name"
   b_wait "$t complete on B" "$t" "$ROWS"
   t1=$(b_max_arrived_us "$t")
+  cpu=$(cpu_end "$R" "$name")
   rep_finish "$R" "$name"
   verify "$t" "$ROWS"
   VAL=$(rate "$ROWS" $((t1 - t0)))
-  DETAIL="$(ms $((t1 - t0))) ms from replicator start$(journaled_ms "$R" "$name" "$t0")"
+  DETAIL="$(ms $((t1 - t0))) ms from replicator start$(journaled_ms "$R" "$name" "$t0")$cpu"
 }
 
 run_e2() {
-  local R=$1 name=$2 t="e2_$1" t0 t1
+  local R=$1 name=$2 t="e2_$1" t0 t1 cpu
   truncate_both "$t"
   # The rows exist on both sides, put there by the replicator itself (so
   # tandem's shadow knows them); then it stops and the updates pile up.
@@ -256,19 +295,22 @@ run_e2() {
   rep_start "$R" "$name"
   b_wait "$t updates complete on B" "$t" "$UPD_TXNS" 1
   t1=$(b_max_arrived_us "$t" 1)
+  cpu=$(cpu_end "$R" "$name")
   rep_finish "$R" "$name"
   verify "$t" "$UPD_TXNS"
   VAL=$(rate "$UPD_TXNS" $((t1 - t0)))
-  DETAIL="$(ms $((t1 - t0))) ms from replicator start"
+  DETAIL="$(ms $((t1 - t0))) ms from replicator start$cpu"
 }
 
 run_lat() {
-  local R=$1 name=$2 t="lat_$1" q
+  local R=$1 name=$2 t="lat_$1" q cpu
   truncate_both "$t"
   rep_prepare "$R" "$name" "$t" 1
   wait_quiet
+  cpu_begin "$R" "$name"
   psql_on A -c "call bench_tick('$t', $LAT_N, $LAT_INTERVAL_MS)"
   b_wait "$t complete on B" "$t" "$LAT_N"
+  cpu=$(cpu_end "$R" "$name")
   rep_finish "$R" "$name"
   verify "$t" "$LAT_N"
   # created: clock_timestamp() of the insert on A (replicated); arrived: the
@@ -282,7 +324,7 @@ run_lat() {
   # shellcheck disable=SC2086 # four numbers, split on purpose
   set -- $q
   VAL="$1 $2"
-  DETAIL="p50 $1 ms p99 $2 ms (mean $3 ms, max $4 ms) over $LAT_N inserts"
+  DETAIL="p50 $1 ms p99 $2 ms (mean $3 ms, max $4 ms) over $LAT_N inserts$cpu"
 }
 
 # ---- runs
@@ -292,6 +334,7 @@ for r in $(seq 1 "$RUNS"); do
     if [ $(( r % 2 )) = 1 ]; then order="nat tan"; else order="tan nat"; fi
     for R in $order; do
       HWM_KB=0
+      CPU0=()
       "run_$w" "$R" "${w}_${R}_r$r"
       VALS[$w,$R]="${VALS[$w,$R]:-} ${VAL// /:}"
       extra=""; [ "$R" = tan ] && extra="; tandem VmHWM $(calc "$HWM_KB / 1024" 1) MB"
