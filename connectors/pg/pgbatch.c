@@ -205,6 +205,37 @@ static void add_value_ref(struct strbuf *b, const char *ref, size_t n)
     strbuf_adds(b, num);
 }
 
+void pgbatch_add_param(struct strbuf *b, size_t n)
+{
+    add_value_ref(b, NULL, n);
+}
+
+void pgbatch_add_set_list(struct strbuf *b, PGconn *conn, const char *const *cols,
+                          size_t n, const char *ref, size_t first)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
+            strbuf_adds(b, ", ");
+        pgbatch_add_ident(b, conn, cols[i]);
+        strbuf_adds(b, " = ");
+        add_value_ref(b, ref, first + i);
+    }
+}
+
+void pgbatch_add_insert_into(struct strbuf *b, PGconn *conn, const char *tbl,
+                             const char *const *cols, size_t n)
+{
+    strbuf_adds(b, "INSERT INTO ");
+    strbuf_adds(b, tbl);
+    strbuf_adds(b, " (");
+    for (size_t c = 0; c < n; c++) {
+        if (c > 0)
+            strbuf_adds(b, ", ");
+        pgbatch_add_ident(b, conn, cols[c]);
+    }
+    strbuf_addc(b, ')');
+}
+
 void pgbatch_add_match(struct strbuf *b, PGconn *conn, const char *tbl,
                        const char *const *cols, size_t n, const char *ref, size_t first)
 {
@@ -244,15 +275,8 @@ static void add_value_rows(const struct pgbatch *b, struct strbuf *out, bool cas
 static void insert_sql(const struct pgbatch *b, PGconn *conn, const char *tbl,
                        struct strbuf *out)
 {
-    strbuf_adds(out, "INSERT INTO ");
-    strbuf_adds(out, tbl);
-    strbuf_adds(out, " (");
-    for (size_t c = 0; c < b->ncols; c++) {
-        if (c > 0)
-            strbuf_adds(out, ", ");
-        pgbatch_add_ident(out, conn, b->cols[c]);
-    }
-    strbuf_adds(out, ") VALUES ");
+    pgbatch_add_insert_into(out, conn, tbl, b->cols, b->ncols);
+    strbuf_adds(out, " VALUES ");
     add_value_rows(b, out, false);
 }
 
@@ -276,12 +300,7 @@ static void update_sql(const struct pgbatch *b, PGconn *conn, const char *tbl,
     strbuf_adds(out, "), u AS (UPDATE ");
     strbuf_adds(out, tbl);
     strbuf_adds(out, " AS t SET ");
-    for (size_t i = 0; i < b->nset; i++) {
-        if (i > 0)
-            strbuf_adds(out, ", ");
-        pgbatch_add_ident(out, conn, set[i]);
-        add_value_ref(out, " = d.c", pset + i);
-    }
+    pgbatch_add_set_list(out, conn, set, b->nset, "d.c", pset);
     strbuf_adds(out, " FROM d WHERE ");
     for (size_t k = 0; k < b->nkey; k++) {
         strbuf_adds(out, "t.");

@@ -1,5 +1,6 @@
 /* pgbatch.h: rows buffered for one multi-row statement on a PostgreSQL
- * target, and that statement's SQL.
+ * target, that statement's SQL, and the SQL pieces it shares with the
+ * per-row statements (pgstmt.h): quoted names, parameters, matches.
  *
  * Two kinds, both for the common clean case, each all-or-nothing:
  *  - insert: "INSERT INTO tbl (cols) VALUES (...), (...)": new keys; a key
@@ -92,6 +93,17 @@ void pgbatch_add_match(struct strbuf *b, PGconn *conn, const char *tbl,
 
 /* Appends the quoted identifier (b fails when it cannot be quoted). */
 void pgbatch_add_ident(struct strbuf *b, PGconn *conn, const char *name);
+
+/* Appends "$n". */
+void pgbatch_add_param(struct strbuf *b, size_t n);
+
+/* Appends "col1 = <v1>, col2 = <v2>" (values as in pgbatch_add_match). */
+void pgbatch_add_set_list(struct strbuf *b, PGconn *conn, const char *const *cols,
+                          size_t n, const char *ref, size_t first);
+
+/* Appends "INSERT INTO tbl (col1, col2)" with the columns quoted. */
+void pgbatch_add_insert_into(struct strbuf *b, PGconn *conn, const char *tbl,
+                             const char *const *cols, size_t n);
 
 void pgbatch_reset(struct pgbatch *b);
 void pgbatch_free(struct pgbatch *b);

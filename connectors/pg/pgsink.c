@@ -18,6 +18,7 @@
 #include "../../state/journal.h"
 #include "../../state/shadow.h"
 #include "pgbatch.h"
+#include "pgstmt.h"
 #include "pgconn.h"
 #include "pgoutput.h"
 #include "pgwatch.h"
@@ -285,231 +286,6 @@ static bool send_plain(struct pgsink *s, enum q_kind kind, const char *sql,
     return q_push(s, kind) != NULL;
 }
 
-/* ---- SQL for one (table, op, columns) shape ---- */
-
-struct shape {
-    const struct cfg_mapping *m;
-    const struct cfg_side *side;    /* the target side */
-    char op;                        /* 'U' (upsert, for I and U), 'D', 'S' (a
-                                     * delete as the mapping's soft flag) */
-    const char **keycols;           /* target names */
-    size_t nkey;
-    const char **setcols;           /* target names, values $nkey+1.. */
-    size_t nset;
-    const char **basecols;          /* target names compared with the shadow */
-    size_t nbase;
-};
-
-static void add_ident(struct pgsink *s, struct strbuf *b, const char *name)
-{
-    pgbatch_add_ident(b, s->conn, name);
-}
-
-static void add_param(struct strbuf *b, size_t n)
-{
-    char num[24];
-
-    snprintf(num, sizeof(num), "$%zu", n);
-    strbuf_adds(b, num);
-}
-
-/* Whether the target row is clean: it holds the base (what the change was
- * made on) or already the incoming values. */
-static void add_clean(struct pgsink *s, struct strbuf *b, const char *tbl,
-                      const struct shape *sh, size_t pbase, size_t pset)
-{
-    strbuf_addc(b, '(');
-    if (sh->nbase > 0) {
-        pgbatch_add_match(b, s->conn, tbl, sh->basecols, sh->nbase, NULL, pbase);
-        strbuf_adds(b, " OR ");
-    }
-    pgbatch_add_match(b, s->conn, tbl, sh->setcols, sh->nset, NULL, pset);
-    strbuf_addc(b, ')');
-}
-
-/* The target row's mapped fields as a JSON object text with side-a names
- * and text values, the shape of every record in the conflict log.
- * jsonb_build_object takes at most 100 arguments: chunks are joined. */
-static void add_row_json(struct pgsink *s, struct strbuf *b, const struct shape *sh)
-{
-    const struct cfg_mapping *m = sh->m;
-    bool target_a = sh->side == &m->a;
-
-    strbuf_adds(b, "(jsonb_build_object()");
-    for (size_t i = 0; i < m->nfields; i++) {
-        const char *tcol = target_a ? m->fields[i].name : m->fields[i].value;
-        char *lit = PQescapeLiteral(s->conn, m->fields[i].name, strlen(m->fields[i].name));
-
-        if (i % 40 == 0)
-            strbuf_adds(b, i == 0 ? " || jsonb_build_object(" : ") || jsonb_build_object(");
-        else
-            strbuf_adds(b, ", ");
-        if (lit == NULL) {
-            b->failed = true;
-            return;
-        }
-        strbuf_adds(b, lit);
-        PQfreemem(lit);
-        strbuf_adds(b, ", ");
-        add_ident(s, b, tcol);
-        strbuf_adds(b, "::text");
-    }
-    strbuf_adds(b, m->nfields > 0 ? "))::text" : ")::text");
-}
-
-/* " WHERE k1 = $1 AND k2 = $2 ...": the row by its key parameters. */
-static void add_key_where(struct pgsink *s, struct strbuf *b, const struct shape *sh)
-{
-    for (size_t i = 0; i < sh->nkey; i++) {
-        strbuf_adds(b, i == 0 ? " WHERE " : " AND ");
-        add_ident(s, b, sh->keycols[i]);
-        strbuf_adds(b, " = ");
-        add_param(b, i + 1);
-    }
-}
-
-/* "UPDATE tbl SET col = $i, ... WHERE key = $1 ...": set values from $pset. */
-static void add_update(struct pgsink *s, struct strbuf *b, const char *tbl,
-                       const struct shape *sh, size_t pset)
-{
-    strbuf_adds(b, "UPDATE ");
-    strbuf_adds(b, tbl);
-    strbuf_adds(b, " SET ");
-    for (size_t i = 0; i < sh->nset; i++) {
-        if (i > 0)
-            strbuf_adds(b, ", ");
-        add_ident(s, b, sh->setcols[i]);
-        strbuf_adds(b, " = ");
-        add_param(b, pset + i);
-    }
-    add_key_where(s, b, sh);
-}
-
-/* The clean update alone: it writes only when the row holds the base (or
- * already the incoming values) and otherwise fails with division_by_zero,
- * which rolls the target transaction back and has it redone with the full
- * conditional statement (missing row, conflict). Much less to set up at
- * each execution. Parameters: keys, set values, base values. */
-static void build_fast_update(struct pgsink *s, struct strbuf *b, const char *tbl,
-                              const struct shape *sh, size_t pbase, size_t pset)
-{
-    strbuf_adds(b, "WITH u AS (");
-    add_update(s, b, tbl, sh, pset);
-    strbuf_adds(b, " AND ");
-    add_clean(s, b, tbl, sh, pbase, pset);
-    strbuf_adds(b, " RETURNING 1) SELECT 1 / count(*)::int FROM u");
-}
-
-/* Parameters: keys $1.., set values, base values, version, tie-break, mode. */
-static void build_sql(struct pgsink *s, const struct shape *sh, struct strbuf *b)
-{
-    char *tbl = pgconn_quote_table(s->conn, sh->side->schema, sh->side->relname);
-    size_t pset = sh->nkey + 1, pbase = pset + sh->nset;
-    size_t pver = pbase + sh->nbase, ptie = pver + 1, pmode = ptie + 1;
-
-    strbuf_reset(b);
-    if (tbl == NULL) {
-        b->failed = true;
-        return;
-    }
-    if (sh->op == 'F') {
-        build_fast_update(s, b, tbl, sh, pbase, pset);
-        free(tbl);
-        return;
-    }
-    /* The row's commit time and its JSON only matter when it is not clean
-     * (a conflict): the common clean case skips both. */
-    strbuf_adds(b, "WITH cur AS (SELECT ctid AS c_tid, ");
-    add_clean(s, b, tbl, sh, pbase, pset);
-    strbuf_adds(b, " AS clean, CASE WHEN ");
-    add_clean(s, b, tbl, sh, pbase, pset);
-    strbuf_adds(b, s->track_ts
-        ? " THEN NULL ELSE (extract(epoch from pg_xact_commit_timestamp(xmin)) * 1000000)::int8"
-        : " THEN NULL ELSE NULL::int8");
-    strbuf_adds(b, " END AS ts, CASE WHEN ");
-    add_clean(s, b, tbl, sh, pbase, pset);
-    strbuf_adds(b, " THEN NULL ELSE ");
-    add_row_json(s, b, sh);
-    strbuf_adds(b, " END AS cur_row FROM ");
-    strbuf_adds(b, tbl);
-    strbuf_adds(b, " WHERE true");
-    for (size_t i = 0; i < sh->nkey; i++) {
-        strbuf_adds(b, " AND ");
-        add_ident(s, b, sh->keycols[i]);
-        strbuf_adds(b, " = ");
-        add_param(b, i + 1);
-    }
-    /* $mode: 0 last write wins, 1 incoming wins, 2 target kept (see
-     * conflict_mode). */
-    strbuf_adds(b, " FOR UPDATE), ok AS (SELECT c_tid FROM cur WHERE clean OR ");
-    add_param(b, pmode);
-    strbuf_adds(b, "::int = 1 OR (");
-    add_param(b, pmode);
-    strbuf_adds(b, "::int = 0 AND (ts IS NULL OR ts < ");
-    add_param(b, pver);
-    strbuf_adds(b, " OR (ts = ");
-    add_param(b, pver);
-    strbuf_adds(b, " AND ");
-    add_param(b, ptie);
-    strbuf_adds(b, "::bool))))");
-    /* The write finds its row by key, not by the ctid cur read: when a
-     * user's transaction updated the row while cur waited for its lock,
-     * cur (FOR UPDATE) saw the newest version, but the write's snapshot
-     * only the old one; by key, PostgreSQL follows the update chain to the
-     * newest version and re-checks, so the write lands instead of being
-     * skipped. */
-    if (sh->op == 'D') {
-        strbuf_adds(b, ", w AS (DELETE FROM ");
-        strbuf_adds(b, tbl);
-        add_key_where(s, b, sh);
-        strbuf_adds(b, " AND EXISTS (SELECT 1 FROM ok) RETURNING 1)");
-    } else if (sh->op == 'S') {
-        strbuf_adds(b, ", w AS (UPDATE ");
-        strbuf_adds(b, tbl);
-        strbuf_adds(b, " SET ");
-        add_ident(s, b, sh->m->soft_delete_field);
-        strbuf_adds(b, " = true");
-        add_key_where(s, b, sh);
-        strbuf_adds(b, " AND EXISTS (SELECT 1 FROM ok) RETURNING 1)");
-    } else {
-        strbuf_adds(b, ", u AS (");
-        add_update(s, b, tbl, sh, pset);
-        strbuf_adds(b, " AND EXISTS (SELECT 1 FROM ok) RETURNING 1), i AS (INSERT INTO ");
-        strbuf_adds(b, tbl);
-        strbuf_adds(b, " (");
-        for (size_t i = 0; i < sh->nset; i++) {
-            if (i > 0)
-                strbuf_adds(b, ", ");
-            add_ident(s, b, sh->setcols[i]);
-        }
-        strbuf_adds(b, ") SELECT ");
-        for (size_t i = 0; i < sh->nset; i++) {
-            if (i > 0)
-                strbuf_adds(b, ", ");
-            add_param(b, pset + i);
-        }
-        strbuf_adds(b, " WHERE NOT EXISTS (SELECT 1 FROM cur) ON CONFLICT DO NOTHING"
-                       " RETURNING 1), w AS (SELECT 1 FROM u UNION ALL SELECT 1 FROM i)");
-    }
-    /* cur has at most one row (a key): joined once rather than read by
-     * four subplans, each set up anew at every execution. */
-    strbuf_adds(b, " SELECT cur.c_tid IS NOT NULL, coalesce(cur.clean, false),"
-                   " (SELECT count(*) FROM w), cur.ts, cur.cur_row"
-                   " FROM (SELECT 1) AS one LEFT JOIN cur ON true");
-    free(tbl);
-}
-
-static void add_sig_cols(struct strbuf *b, const char **cols, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        strbuf_adds(b, cols[i]);
-        strbuf_addc(b, '\x1f');
-    }
-    strbuf_addc(b, '\x1e');
-}
-
-/* Returns the prepared statement name for the shape, preparing it in the
- * pipeline when new; NULL on failure. */
 /* The prepared statement whose signature is sig: when new, build writes
  * its SQL into s->sql and it is prepared in the pipeline. NULL on failure. */
 static const char *prepared(struct pgsink *s, const struct strbuf *sig,
@@ -539,21 +315,18 @@ static const char *prepared(struct pgsink *s, const struct strbuf *sig,
 
 static void build_shape_sql(struct pgsink *s, const void *sh)
 {
-    build_sql(s, sh, &s->sql);
+    pgstmt_sql(s->conn, s->track_ts, sh, &s->sql);
 }
 
-static const char *stmt_for(struct pgsink *s, const struct shape *sh)
+/* The prepared statement for the shape, prepared in the pipeline when new;
+ * NULL on failure. */
+static const char *stmt_for(struct pgsink *s, const struct pgstmt_shape *sh)
 {
     struct strbuf sig;
     const char *name;
 
     strbuf_init(&sig);
-    strbuf_addc(&sig, sh->op);
-    strbuf_adds(&sig, sh->m->name);
-    strbuf_addc(&sig, sh->side == &sh->m->a ? 'a' : 'b');
-    add_sig_cols(&sig, sh->keycols, sh->nkey);
-    add_sig_cols(&sig, sh->setcols, sh->nset);
-    add_sig_cols(&sig, sh->basecols, sh->nbase);
+    pgstmt_sig(sh, &sig);
     name = prepared(s, &sig, build_shape_sql, sh);
     strbuf_free(&sig);
     return name;
@@ -746,7 +519,7 @@ struct write_req {
 static int send_write(struct pgsink *s, const struct write_req *w, struct err *e)
 {
     const char *keycols[64], *setcols[128], *basecols[128], *k, *name;
-    struct shape sh = { w->m, w->t, w->op != CHANGE_DELETE ? 'U'
+    struct pgstmt_shape sh = { w->m, w->t, w->op != CHANGE_DELETE ? 'U'
                                     : w->m->deletes == CFG_DEL_SOFT ? 'S' : 'D',
                         keycols, 0, setcols, 0, basecols, 0 };
     struct params p = { .n = 0 };
