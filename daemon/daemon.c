@@ -103,15 +103,15 @@ static void acknowledge(struct daemon *d)
     bool open = false;
 
     for (int i = 0; i < d->neps; i++) {
-        if (d->eps[i].src)
+        if (d->eps[i].src) {
             pgsrc_durable(d->eps[i].src);
+            open = open || pgsrc_in_journal_txn(d->eps[i].src);
+        }
         if (d->eps[i].rsrc)
             restsrc_durable(d->eps[i].rsrc);
     }
     if (d->committed_seq > d->durable_seq)
         d->durable_seq = d->committed_seq;
-    for (int i = 0; i < d->neps; i++)
-        open = open || (d->eps[i].src && pgsrc_in_journal_txn(d->eps[i].src));
     for (int i = 0; i < d->neps; i++) {
         if (d->eps[i].sink) {
             pgsink_source_open(d->eps[i].sink, open);

@@ -208,6 +208,12 @@ static struct q_entry *q_head(struct pgsink *s)
     return s->qlen ? &s->q[s->qhead] : NULL;
 }
 
+/* The entry pushed last (the queue is not empty). */
+static struct q_entry *q_tail(struct pgsink *s)
+{
+    return &s->q[(s->qhead + s->qlen - 1) % s->qcap];
+}
+
 static void q_pop(struct pgsink *s)
 {
     q_entry_free(&s->q[s->qhead]);
@@ -613,7 +619,7 @@ static int send_change(struct pgsink *s, const struct change *c,
     }
     w.base = base;
     if ((rc = send_write(s, &w, e)) == 0 && resolved_in_c(m)) {
-        s->q[(s->qhead + s->qlen - 1) % s->qcap].resolve = true;
+        q_tail(s)->resolve = true;
         s->barrier_seq = c->seq;
     }
 out:
@@ -664,7 +670,6 @@ static void fast_reset(struct pgsink *s)
     pgbatch_reset(&s->batch);
 }
 
-/* The prepared statement for the rows held, prepared when new. */
 static void build_batch_sql(struct pgsink *s, const void *arg)
 {
     const struct cfg_side *t = s->batch.t;
@@ -679,6 +684,7 @@ static void build_batch_sql(struct pgsink *s, const void *arg)
     free(tbl);
 }
 
+/* The prepared statement for the rows held, prepared when new. */
 static const char *fast_stmt(struct pgsink *s)
 {
     const struct cfg_mapping *m = s->batch.m;
@@ -909,7 +915,7 @@ static int on_journal_change(const struct change *c, void *arg)
     if (rc != 0)
         return x->err = rc;
     if (retrying && c->op != CHANGE_TRUNCATE)
-        s->q[(s->qhead + s->qlen - 1) % s->qcap].retrying = true;
+        q_tail(s)->retrying = true;
     s->group_changes++;
     return s->barrier_seq != 0 ? 1 : 0;    /* a barrier stops the scan */
 }
@@ -930,7 +936,7 @@ static int send_commit(struct pgsink *s)
                     2, v) ||
         !send_plain(s, Q_COMMIT, "COMMIT", 0, NULL))
         return -EIO;
-    q = &s->q[(s->qhead + s->qlen - 1) % s->qcap];
+    q = q_tail(s);
     q->commit_seq = s->group_last_seq;
     q->version_us = s->group_ts_us;
     if (PQpipelineSync(s->conn) != 1 || q_push(s, Q_SYNC) == NULL)
@@ -970,6 +976,18 @@ static void abandon_early(struct pgsink *s)
         sink_fail(s, "cannot roll back on the target", NULL);
 }
 
+/* Makes p, the next transaction read ahead, the current one, to be sent
+ * from after its change seq after. */
+static void take_txn(struct pgsink *s, const struct txn_pick *p, int64_t after)
+{
+    s->ahead.at++;
+    s->ahead.after = p->commit_seq;
+    s->cur_txn = p->txn;
+    s->cur_txn_seq = p->commit_seq;
+    s->cur_ts_us = p->ts;
+    s->cur_after = after;
+}
+
 /* Moves to the next durable journal transaction, if any. The next ones
  * are read TXNS_AHEAD at a time, durable ones only (they cannot be rolled
  * back); the list holds while transactions are taken in order (a redo or
@@ -994,12 +1012,7 @@ static bool next_txn(struct pgsink *s)
         abandon_early(s);
         return false;
     }
-    a->at++;
-    a->after = p->commit_seq;
-    s->cur_txn = p->txn;
-    s->cur_txn_seq = p->commit_seq;
-    s->cur_ts_us = p->ts;
-    s->cur_after = s->early_txn != 0 ? s->early_after : 0;
+    take_txn(s, p, s->early_txn != 0 ? s->early_after : 0);
     s->early_txn = s->early_after = 0;
     return true;
 }
@@ -1055,12 +1068,7 @@ static int on_run_change(const struct change *c, void *arg)
         if (p == NULL || p->txn != c->txn)
             return 0;
         txn_sent(s);
-        a->at++;
-        a->after = p->commit_seq;
-        s->cur_txn = p->txn;
-        s->cur_txn_seq = p->commit_seq;
-        s->cur_ts_us = p->ts;
-        s->cur_after = 0;
+        take_txn(s, p, 0);
     }
     return on_journal_change(c, arg);
 }
@@ -1120,7 +1128,8 @@ static void feed(struct pgsink *s)
                 continue;
             }
             if (!next_txn(s) && !next_open_txn(s)) {
-                if (may_commit && s->early_txn == 0 && !s->abandoning && send_commit(s) != 0)
+                /* (not when next_txn just abandoned an early transaction) */
+                if (may_commit && !s->abandoning && send_commit(s) != 0)
                     goto fail;
                 break;
             }
@@ -1549,7 +1558,7 @@ static bool send_type_lookups(struct pgsink *s)
             free(tbl);
             if (!ok)
                 return false;
-            s->q[(s->qhead + s->qlen - 1) % s->qcap].seq = (int64_t)s->ntypes;
+            q_tail(s)->seq = (int64_t)s->ntypes;
             s->types[s->ntypes].m = m;
             s->types[s->ntypes++].t = t;
         }
@@ -1838,7 +1847,6 @@ static bool retries_exhausted(struct pgsink *s, int64_t seq)
            now - s->retry_first_ms >= (uint64_t)s->cfg->retry.max_retry_s * 1000;
 }
 
-/* End of a pipeline segment (Sync): commit bookkeeping or redo. */
 /* Rolls the failed target transaction back (Sync alone leaves an
  * explicit transaction block open and aborted); feeding starts again
  * after the last target commit. False when the connection failed. */
@@ -1869,6 +1877,7 @@ fail:
     return false;
 }
 
+/* End of a pipeline segment (Sync): commit bookkeeping or redo. */
 static void on_sync(struct pgsink *s)
 {
     if (s->state == SK_SETUP) {

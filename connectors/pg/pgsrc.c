@@ -667,7 +667,6 @@ static void read_stream(struct pgsrc *p)
 static void on_more(uv_timer_t *t)
 {
     struct pgsrc *p = t->data;
-
     int events = UV_READABLE;
 
     if (p->state != SRC_STREAMING)
