@@ -549,28 +549,37 @@ int journal_depth(struct state *s, int64_t after, int64_t *txns,
 int journal_newest_open(struct state *s, const char *endpoint, int64_t *txn,
                         struct err *e)
 {
-    sqlite3_stmt *st;
     int rc;
 
     *txn = 0;
     if ((rc = journal_flush(s, e)) < 0)
         return rc;
-    rc = state_stmt(s, ST_J_NEWEST_OPEN,
-                    "SELECT max(txn) FROM journal_txn"
-                    " WHERE commit_seq IS NULL AND endpoint = ?1", &st, e);
-    if (rc < 0)
+    return state_query_int64_args(s, ST_J_NEWEST_OPEN,
+                                  "SELECT max(txn) FROM journal_txn"
+                                  " WHERE commit_seq IS NULL AND endpoint = ?1", txn, e,
+                                  "journal: newest open transaction", "t", endpoint);
+}
+
+int journal_decided_later(struct state *s, const char *target, const char *mapping,
+                          const char *key, int64_t seq, bool *found, struct err *e)
+{
+    int64_t n = 0;
+    int rc;
+
+    *found = false;
+    if ((rc = journal_flush(s, e)) < 0)
         return rc;
-    rc = state_bind(s, st, e, "journal newest open", "t", endpoint);
-    if (rc == 0) {
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            *txn = sqlite3_column_int64(st, 0);
-            rc = 0;
-        } else {
-            rc = state_sqlerr(s, e, rc, "journal: newest open transaction of %s", endpoint);
-        }
-    }
-    state_stmt_done(s, ST_J_NEWEST_OPEN, st);
+    /* CASE, not AND: the journal is scanned only for a settled key. */
+    rc = state_query_int64_args(s, ST_J_DECIDED_LATER,
+                                "SELECT CASE WHEN EXISTS (SELECT 1 FROM conflicts"
+                                "   WHERE mapping = ?2 AND key = ?3 AND open = 0)"
+                                " THEN EXISTS (SELECT 1 FROM journal_change c"
+                                "   JOIN journal_txn t ON t.txn = c.txn"
+                                "   WHERE c.seq > ?1 AND c.mapping = ?2 AND c.key = ?3"
+                                "   AND t.endpoint != ?4 AND t.commit_seq IS NOT NULL)"
+                                " ELSE 0 END", &n, e, "journal: later decision",
+                                "lttt", seq, mapping, key, target);
+    *found = n != 0;
     return rc;
 }
 

@@ -99,6 +99,13 @@ int journal_scan_seq_range(struct state *s, int64_t after_seq, int64_t last_seq,
 int journal_newest_open(struct state *s, const char *endpoint, int64_t *txn,
                         struct err *e);
 
+/* *found true when an operator settled a conflict of (mapping, key) and a
+ * change of that key bound to `target` (journaled by another endpoint: the
+ * decision, or a later edit) was committed to the journal after seq: a change at seq replayed
+ * after the key was released is then superseded, not a new conflict. */
+int journal_decided_later(struct state *s, const char *target, const char *mapping,
+                          const char *key, int64_t seq, bool *found, struct err *e);
+
 /* Per-endpoint summary for status: last journaled end LSN and commit count. */
 int journal_endpoint_stats(struct state *s, const char *endpoint,
                            uint64_t *last_end_lsn, int64_t *txns,

@@ -456,23 +456,36 @@ bool state_in_txn(const struct state *s)
     return s != NULL && s->db != NULL && !sqlite3_get_autocommit(s->db);
 }
 
-int state_query_int64(struct state *s, enum state_stmt_id id, const char *sql,
-                      int64_t *out, struct err *e, const char *what)
+int state_query_int64_args(struct state *s, enum state_stmt_id id, const char *sql,
+                           int64_t *out, struct err *e, const char *what,
+                           const char *types, ...)
 {
     sqlite3_stmt *st;
+    va_list ap;
     int rc = state_stmt(s, id, sql, &st, e);
 
     if (rc < 0)
         return rc;
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *out = sqlite3_column_int64(st, 0);
-        rc = 0;
-    } else {
-        rc = state_sqlerr(s, e, rc, "%s", what);
+    va_start(ap, types);
+    rc = state_vbind(s, st, e, what, types, ap);
+    va_end(ap);
+    if (rc == 0) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *out = sqlite3_column_int64(st, 0);
+            rc = 0;
+        } else {
+            rc = state_sqlerr(s, e, rc, "%s", what);
+        }
     }
     state_stmt_done(s, id, st);
     return rc;
+}
+
+int state_query_int64(struct state *s, enum state_stmt_id id, const char *sql,
+                      int64_t *out, struct err *e, const char *what)
+{
+    return state_query_int64_args(s, id, sql, out, e, what, "");
 }
 
 int state_flush_rows(struct state *s, struct err *e)

@@ -34,6 +34,7 @@ enum state_stmt_id {
     ST_J_TXN_COMMIT,
     ST_J_MAX_SEQ,
     ST_J_NEWEST_OPEN,
+    ST_J_DECIDED_LATER,
     ST_J_SCAN_TXNS,
     ST_J_SCAN_CHANGES,
     ST_J_SCAN_RANGE,
@@ -176,6 +177,12 @@ int state_write(struct state *s, enum state_stmt_id id, const char *sql,
  * statement id into *out; what names it in errors. */
 int state_query_int64(struct state *s, enum state_stmt_id id, const char *sql,
                       int64_t *out, struct err *e, const char *what);
+
+/* state_query_int64 with parameters bound as state_bind does (a NULL
+ * result reads as 0). */
+int state_query_int64_args(struct state *s, enum state_stmt_id id, const char *sql,
+                           int64_t *out, struct err *e, const char *what,
+                           const char *types, ...);
 
 /* Writes the pending journal and shadow rows. */
 int state_flush_rows(struct state *s, struct err *e);

@@ -889,10 +889,13 @@ static void create(struct op *op)
         go(op, PH_CREATE);
 }
 
-/* True when a later change of op's key waits in the window. */
+/* True when a later change of op's key waits in the window, or an
+ * operator's decision for it is journaled after op (it may not be durable
+ * yet, so not in the window, when the released key is replayed). */
 static bool superseded(const struct op *op)
 {
     const struct restsink *s = op->s;
+    bool later = false;
 
     for (size_t i = 0; i < s->wlen; i++) {
         const struct op *o = s->win[(s->whead + i) % WINDOW_MAX];
@@ -902,7 +905,8 @@ static bool superseded(const struct op *op)
             strcmp(o->key, op->key) == 0)
             return true;
     }
-    return false;
+    return journal_decided_later(s->st, s->ep->name, op->mapping, op->key, op->seq,
+                                 &later, NULL) == 0 && later;
 }
 
 /* Both sides moved since the shadow (G7): the mapping's strategy decides.

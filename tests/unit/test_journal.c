@@ -18,6 +18,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "state/conflicts.h"
 #include "state/journal.h"
 #include "state/shadow.h"
 #include "state/state.h"
@@ -735,6 +736,58 @@ static void test_newest_open(void **ctx)
     assert_int_equal(open, t1);
 }
 
+/* A change replayed after its key was released is superseded only by a
+ * committed change bound the same way, journaled after it, once an
+ * operator settled a conflict of that key. */
+static void test_decided_later(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct conflict cf = { .mapping = "customers", .key = "[\"0\"]", .strategy = "manual",
+                           .side_a = "{}", .side_b = "{}", .open = true };
+    struct change c = { .mapping = "customers", .op = CHANGE_UPDATE, .key = "[\"0\"]",
+                        .fields = "{}" };
+    struct changes cs = {0};
+    int64_t seq = 0, txn = 0;
+    bool later = true;
+
+    journal_one(fx->s, "crm", 10, 1, &txn);
+    assert_int_equal(journal_scan_changes(fx->s, txn, collect_change, &cs, &e), 0);
+    assert_int_equal(cs.n, 1);
+    seq = cs.c[0].seq;
+    assert_int_equal(journal_decided_later(fx->s, "app", "customers", "[\"0\"]", 0,
+                                           &later, &e), 0);
+    assert_false(later);                        /* no conflict at all */
+    assert_int_equal(state_begin(fx->s, &e), 0);
+    assert_int_equal(conflict_record(fx->s, &cf, &e), 0);
+    assert_int_equal(state_commit(fx->s, &e), 0);
+    assert_int_equal(journal_decided_later(fx->s, "app", "customers", "[\"0\"]", 0,
+                                           &later, &e), 0);
+    assert_false(later);                        /* still open */
+    assert_int_equal(state_begin(fx->s, &e), 0);
+    assert_int_equal(conflict_resolve(fx->s, cf.id, "{}", "manual", &e), 0);
+    assert_int_equal(state_commit(fx->s, &e), 0);
+    assert_int_equal(journal_decided_later(fx->s, "app", "customers", "[\"1\"]", 0,
+                                           &later, &e), 0);
+    assert_false(later);                        /* another key */
+    assert_int_equal(journal_decided_later(fx->s, "crm", "customers", "[\"0\"]", 0,
+                                           &later, &e), 0);
+    assert_false(later);                        /* bound the other way */
+    assert_int_equal(journal_decided_later(fx->s, "app", "customers", "[\"0\"]", seq - 1,
+                                           &later, &e), 0);
+    assert_true(later);
+    assert_int_equal(journal_decided_later(fx->s, "app", "customers", "[\"0\"]", seq,
+                                           &later, &e), 0);
+    assert_false(later);                        /* nothing after it */
+    assert_int_equal(state_begin(fx->s, &e), 0);
+    assert_int_equal(journal_txn_open(fx->s, "crm", 11, 0, 0, &txn, &e), 0);
+    assert_int_equal(journal_append(fx->s, txn, &c, &e), 0);
+    assert_int_equal(journal_decided_later(fx->s, "app", "customers", "[\"0\"]", seq,
+                                           &later, &e), 0);
+    assert_false(later);                        /* not committed */
+    assert_int_equal(state_commit(fx->s, &e), 0);
+}
+
 /* The daemon (exclusive) and a command (shared, e.g. a reconcile repair)
  * take turns writing the journal: neither reuses the other's change or
  * commit sequences, though the daemon caches both. */
@@ -1025,6 +1078,7 @@ int main(void)
         T(test_interleaved_txns),
         T(test_scan_seq_range),
         T(test_newest_open),
+        T(test_decided_later),
         T(test_two_writers),
         T(test_crash_durability),
         T(test_crash_mid_batch),
