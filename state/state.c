@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "state_int.h"
+#include "../resolver/canon.h"
 
 /* Readers (tandem status) and a daemon share the file; a writer waits this
  * long for another's transaction before giving up with -EBUSY. */
@@ -233,6 +234,10 @@ static const char *const state_migrations[] = {
     " version_b_us, tombstone, updated_at_us FROM shadow;"
     "DROP TABLE shadow;"
     "ALTER TABLE shadow_v5 RENAME TO shadow;",
+    /* 5 -> 6: the canonical hash takes 8 bytes a step (resolver/canon.c);
+     * every stored hash is recomputed from the fields it stands for. */
+    "UPDATE shadow SET hash = coalesce(tandem_canon_hash(fields), hash)"
+    " WHERE fields IS NOT NULL;",
 };
 
 _Static_assert(sizeof(state_migrations) / sizeof(state_migrations[0]) ==
@@ -698,10 +703,34 @@ static int state_read_version(struct state *s, int *version, struct err *e)
     return 0;
 }
 
+/* tandem_canon_hash(fields JSON text): canon_hash(), for migrations;
+ * NULL when the text is not a JSON object. */
+static void sql_canon_hash(sqlite3_context *cx, int argc, sqlite3_value **argv)
+{
+    const char *text = (const char *)sqlite3_value_text(argv[0]);
+    json_t *j = text ? json_loads(text, 0, NULL) : NULL;
+    char h[CANON_HASH_HEX + 1];
+
+    (void)argc;
+    if (json_is_object(j)) {
+        canon_hash(j, h);
+        sqlite3_result_text(cx, h, CANON_HASH_HEX, SQLITE_TRANSIENT);
+    } else {
+        sqlite3_result_null(cx);
+    }
+    json_decref(j);
+}
+
 static int state_migrate(struct state *s, struct err *e)
 {
     char sql[128];
     int rc;
+
+    rc = sqlite3_create_function_v2(s->db, "tandem_canon_hash", 1,
+                                    SQLITE_UTF8 | SQLITE_DETERMINISTIC, NULL,
+                                    sql_canon_hash, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return state_sqlerr(s, e, rc, "state %s: register the migration's hash", s->path);
 
     while (s->version < STATE_SCHEMA_VERSION) {
         rc = state_exec(s, "BEGIN IMMEDIATE", e, "begin migration");

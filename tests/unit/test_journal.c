@@ -18,6 +18,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "resolver/canon.h"
 #include "state/conflicts.h"
 #include "state/journal.h"
 #include "state/shadow.h"
@@ -815,7 +816,7 @@ static void test_two_writers(void **ctx)
 }
 
 /* A schema 4 file (AUTOINCREMENT change sequences, the newest pruned)
- * keeps its changes and shadow through the move to schema 5, and the next
+ * keeps its changes and shadow through the moves to schemas 5 and 6, and the next
  * change sequence continues after the highest ever given out. */
 static void test_migrate_from_v4(void **ctx)
 {
@@ -824,6 +825,8 @@ static void test_migrate_from_v4(void **ctx)
     struct changes cs = {0};
     struct change c = { .mapping = "m", .op = CHANGE_INSERT, .key = "[\"9\"]" };
     struct shadow sh = { 0 };
+    char hash[CANON_HASH_HEX + 1];
+    json_t *want;
     int64_t txn = 0;
     sqlite3 *db;
 
@@ -867,6 +870,12 @@ static void test_migrate_from_v4(void **ctx)
     assert_int_equal(shadow_get(fx->s, "m", "[\"1\"]", &sh, &e), 0);
     assert_string_equal(sh.fields, "{\"v\":\"x\"}");
     assert_int_equal(sh.version_b_us, 2);
+    /* Schema 6 recomputed the stored hash with today's canon_hash. */
+    want = json_loads(sh.fields, 0, NULL);
+    assert_non_null(want);
+    canon_hash(want, hash);
+    json_decref(want);
+    assert_string_equal(sh.hash, hash);
     shadow_clear(&sh);
     assert_int_equal(state_begin(fx->s, &e), 0);
     assert_int_equal(journal_txn_open(fx->s, "app", 2, 0, 0, &txn, &e), 0);
