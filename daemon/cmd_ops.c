@@ -174,7 +174,7 @@ static int resolve_conflict(struct ops *x, int64_t id)
     struct taken t = { 0 };
     struct err e = { 0 };
     const struct cfg_mapping *m;
-    char *result = NULL, rule[128];
+    char *result = NULL, rule[128], other_rule[160];
     int rc = EXIT_RUNTIME;
 
     if (conflict_get(x->st, id, take_conflict, &t, &e) != 0) {
@@ -195,10 +195,15 @@ static int resolve_conflict(struct ops *x, int64_t id)
         goto out;
     }
     snprintf(rule, sizeof(rule), "manual: operator took %s", x->o->take);
+    /* The other direction's conflicts of the key are the same disagreement. */
+    snprintf(other_rule, sizeof(other_rule), "manual: operator took %s (conflict %" PRId64 ")",
+             x->o->take, id);
     if (state_begin(x->st, &e) != 0 ||
         journal_decision(x->st, m->b.endpoint, t.mapping, t.key, result, t.a, &e) != 0 ||
         journal_decision(x->st, m->a.endpoint, t.mapping, t.key, result, t.b, &e) != 0 ||
         conflict_resolve(x->st, id, result ? result : "null", rule, &e) != 0 ||
+        conflict_resolve_key(x->st, t.mapping, t.key, result ? result : "null", other_rule,
+                             NULL, &e) != 0 ||
         parked_unpark(x->st, t.mapping, t.key, &e) < 0 ||
         state_commit(x->st, &e) != 0) {
         fprintf(stderr, "tandem: cannot resolve conflict %" PRId64 ": %s\n", id, e.msg);

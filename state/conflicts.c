@@ -192,6 +192,24 @@ int conflict_resolve(struct state *s, int64_t id, const char *result,
     return rc;
 }
 
+int conflict_resolve_key(struct state *s, const char *mapping, const char *key,
+                         const char *result, const char *rule, int *closed,
+                         struct err *e)
+{
+    int rc;
+
+    if (mapping == NULL || key == NULL || result == NULL || rule == NULL)
+        return err_set(e, -EINVAL, "conflict resolve key: missing argument");
+    rc = state_write(s, ST_CF_RESOLVE_KEY,
+                     "UPDATE conflicts SET open = 0, result = ?3, rule = ?4,"
+                     " resolved_ts_us = ?5 WHERE mapping = ?1 AND key = ?2 AND open = 1",
+                     e, "conflict resolve key", "ttttl", mapping, key, result, rule,
+                     state_now_us(s));
+    if (rc == 0 && closed != NULL)
+        *closed = sqlite3_changes(s->db);
+    return rc;
+}
+
 int conflict_count(struct state *s, bool open_only, int64_t *out,
                    struct err *e)
 {

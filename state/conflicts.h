@@ -54,6 +54,13 @@ int conflict_get(struct state *s, int64_t id, conflict_fn fn, void *arg,
 int conflict_resolve(struct state *s, int64_t id, const char *result,
                      const char *rule, struct err *e);
 
+/* Closes every open conflict of (mapping, key) with result and rule, as
+ * an operator's decision on one of them settles the key in both
+ * directions; *closed (may be NULL) counts them. */
+int conflict_resolve_key(struct state *s, const char *mapping, const char *key,
+                         const char *result, const char *rule, int *closed,
+                         struct err *e);
+
 /* The newest open conflict of (mapping, key) into *id; -ENOENT when none
  * (a manual-strategy key is parked while it has one). */
 int conflict_find_open(struct state *s, const char *mapping, const char *key,

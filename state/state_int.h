@@ -68,6 +68,7 @@ enum state_stmt_id {
     ST_CF_LIST_OPEN,
     ST_CF_GET,
     ST_CF_RESOLVE,
+    ST_CF_RESOLVE_KEY,
     ST_CF_EXISTS,
     ST_CF_COUNT,
     ST_CF_COUNT_OPEN,

@@ -92,8 +92,11 @@ cid=$(sq "select id from conflicts where mapping = 'man' and key = '[\"2\"]' and
 "$TANDEM" conflicts resolve "$cid" --take a -c "$WORK/cfg.json" >/dev/null
 wait_for "the operator's choice on the REST side" 30 bash -c "[ \"\$(curl -fsS '$CRM/man/2' | jq -r .v)\" = pg-v ]"
 expect_eq "manual: the chosen record on both sides" "pg-v|pg-v" "$(pg_field man 2 v)|$(crm_field man 2 v)"
-expect_eq "manual: the decision superseded the key's waiting change (no new conflict)" 0 \
+expect_eq "manual: one decision settles the key's conflicts in both directions" 0 \
   "$(sq "select count(*) from conflicts where mapping = 'man' and key = '[\"2\"]' and open = 1")"
+expect_eq "manual: the decision superseded the key's waiting change (no new conflict)" 0 \
+  "$(sq "select count(*) from conflicts where mapping = 'man' and key = '[\"2\"]'
+         and ts_us > (select resolved_ts_us from conflicts where id = $cid)")"
 expect_eq "manual: other keys stay as they were" "pg-v|crm-v" "$(pg_field man 3 v)|$(crm_field man 3 v)"
 expect_eq "nothing dead-lettered" 0 "$(sq "select count(*) from dlq where status = 'open'")"
 kill -TERM $TANDEM_PID

@@ -391,6 +391,31 @@ static void test_conflicts(void **ctx)
     assert_string_equal(l.rule[0], "operator took a");
     assert_int_equal(l.resolved[0], 4000);
     assert_int_equal(conflict_find_open(fx->s, "customers", "[\"2\"]", &id, &e), -ENOENT);
+
+    /* The other direction met the same disagreement on key 3 (c4): one
+     * decision closes both, not another key's. */
+    struct conflict c4 = { .mapping = "customers", .key = "[\"3\"]", .strategy = "manual",
+                           .open = true };
+    struct conflict c5 = { .mapping = "customers", .key = "[\"5\"]", .strategy = "manual",
+                           .open = true };
+    int closed = -1;
+
+    assert_int_equal(conflict_record(fx->s, &c4, &e), 0);
+    assert_int_equal(conflict_record(fx->s, &c5, &e), 0);
+    fx->now = 5000;
+    assert_int_equal(conflict_resolve_key(fx->s, "customers", "[\"3\"]", "{}",
+                                          "operator took b", &closed, &e), 0);
+    assert_int_equal(closed, 2);
+    assert_int_equal(conflict_find_open(fx->s, "customers", "[\"3\"]", &id, &e), -ENOENT);
+    assert_int_equal(conflict_find_open(fx->s, "customers", "[\"5\"]", &id, &e), 0);
+    assert_int_equal(id, c5.id);
+    memset(&l, 0, sizeof(l));
+    assert_int_equal(conflict_get(fx->s, c4.id, collect_conflict, &l, &e), 0);
+    assert_string_equal(l.rule[0], "operator took b");
+    assert_int_equal(l.resolved[0], 5000);
+    assert_int_equal(conflict_resolve_key(fx->s, "customers", "[\"3\"]", "{}",
+                                          "again", &closed, &e), 0);
+    assert_int_equal(closed, 0);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
