@@ -1,4 +1,5 @@
 #include "strbuf.h"
+#include "swar.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,30 +65,45 @@ void strbuf_addc(struct strbuf *b, char c)
     strbuf_add(b, &c, 1);
 }
 
+/* The escape for c (a byte swar_json_special flags), into esc. */
+static const char *json_escape(unsigned char c, char esc[8])
+{
+    switch (c) {
+    case '"': return "\\\"";
+    case '\\': return "\\\\";
+    case '\n': return "\\n";
+    case '\r': return "\\r";
+    case '\t': return "\\t";
+    default:
+        snprintf(esc, 8, "\\u%04x", c);
+        return esc;
+    }
+}
+
+static bool json_plain(unsigned char c)
+{
+    return c >= 0x20 && c != '"' && c != '\\';
+}
+
 void strbuf_add_json_string(struct strbuf *b, const char *s, size_t n)
 {
-    size_t start = 0;
+    size_t start = 0, i = 0;
     char esc[8];
 
+    if (!reserve(b, n + 2))
+        return;
     strbuf_addc(b, '"');
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        const char *rep = NULL;
-
-        if (c == '"') rep = "\\\"";
-        else if (c == '\\') rep = "\\\\";
-        else if (c == '\n') rep = "\\n";
-        else if (c == '\r') rep = "\\r";
-        else if (c == '\t') rep = "\\t";
-        else if (c < 0x20) {
-            snprintf(esc, sizeof(esc), "\\u%04x", c);
-            rep = esc;
-        }
-        if (rep != NULL) {
-            strbuf_add(b, s + start, i - start);
-            strbuf_adds(b, rep);
-            start = i + 1;
-        }
+    while (i < n) {
+        /* Plain runs 8 bytes at a time: most values have nothing to escape. */
+        while (n - i >= 8 && swar_json_special(swar_load(s + i)) == 0)
+            i += 8;
+        while (i < n && json_plain((unsigned char)s[i]))
+            i++;
+        if (i == n)
+            break;
+        strbuf_add(b, s + start, i - start);
+        strbuf_adds(b, json_escape((unsigned char)s[i], esc));
+        start = ++i;
     }
     strbuf_add(b, s + start, n - start);
     strbuf_addc(b, '"');

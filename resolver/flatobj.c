@@ -1,4 +1,5 @@
 #include "flatobj.h"
+#include "../daemon/swar.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -8,8 +9,6 @@
 /* Up to this many pairs, keys are insertion-sorted (no qsort calls). */
 #define FLATOBJ_SMALL 16
 
-#define ONES UINT64_C(0x0101010101010101)
-#define HIGH UINT64_C(0x8080808080808080)
 
 static bool is_ws(unsigned char c)
 {
@@ -30,14 +29,10 @@ static bool is_plain(unsigned char c)
     return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
 }
 
-/* Nonzero when one of the 8 bytes of x is not plain (exact "any" test:
- * the has-zero-byte and has-less-than tricks have no false negatives). */
+/* Nonzero when one of the 8 bytes of x is not plain. */
 static uint64_t special8(uint64_t x)
 {
-    uint64_t q = x ^ (ONES * '"'), b = x ^ (ONES * '\\');
-
-    return (x | ((x - ONES * 0x20) & ~x) | ((q - ONES) & ~q) |
-            ((b - ONES) & ~b)) & HIGH;
+    return (x & SWAR_HIGH) | swar_json_special(x);
 }
 
 static int hexval(unsigned c)
