@@ -17,6 +17,7 @@
 #include "../../state/dlq.h"
 #include "../../state/journal.h"
 #include "../../state/shadow.h"
+#include "nameidx.h"
 #include "pgbatch.h"
 #include "pgstmt.h"
 #include "pgconn.h"
@@ -74,6 +75,13 @@ struct coltypes {
     const struct cfg_side *t;
     size_t n;
     char **names, **types;
+    struct nameidx idx;         /* over names */
+};
+
+/* Per mapping (in config order): its side-a field names, indexed. */
+struct fieldnames {
+    const char **names;
+    struct nameidx idx;
 };
 
 struct pgsink {
@@ -135,6 +143,7 @@ struct pgsink {
      * at each connect; a column without one takes the per-row path). */
     struct coltypes *types;
     size_t ntypes;
+    struct fieldnames *fields;  /* cfg->nmappings of them */
     uint64_t parked_checked_ms;
     int group_changes;
     struct txns_ahead ahead;
@@ -718,15 +727,17 @@ static int fast_flush(struct pgsink *s)
     return rc;
 }
 
-/* The target column for side-a field k, as the config's own string (it
- * outlives the parsed change, unlike the JSON key). */
-static const char *config_column(const struct cfg_mapping *m, const struct cfg_side *t,
-                                 const char *k)
+/* The target column for side-a field k, the pos-th field of its row, as
+ * the config's own string (it outlives the parsed change, unlike the JSON
+ * key). */
+static const char *config_column(struct pgsink *s, const struct cfg_mapping *m,
+                                 const struct cfg_side *t, size_t pos, const char *k)
 {
-    for (size_t i = 0; i < m->nfields; i++)
-        if (strcmp(m->fields[i].name, k) == 0)
-            return t == &m->a ? m->fields[i].name : m->fields[i].value;
-    return NULL;
+    long i = nameidx_find(&s->fields[m - s->cfg->mappings].idx, pos, k);
+
+    if (i < 0)
+        return NULL;
+    return t == &m->a ? m->fields[i].name : m->fields[i].value;
 }
 
 /* Adds a row of shape sh, flushing first when it cannot join the rows
@@ -773,7 +784,7 @@ static int fast_add(struct pgsink *s, const struct change *c, const struct cfg_m
     if ((rc = flatobj_scan(fo, c->fields, len)) <= 0)
         return rc < 0 ? rc : 0;
     for (size_t i = 0; i < fo->n; i++) {
-        const char *name = config_column(m, t, fo->pairs[i].key);
+        const char *name = config_column(s, m, t, i, fo->pairs[i].key);
 
         if (name == NULL)
             continue;
@@ -794,35 +805,36 @@ static int fast_add(struct pgsink *s, const struct change *c, const struct cfg_m
     return fast_end_row(s) == 0 ? 1 : -EIO;
 }
 
-/* The SQL type of target column col, or NULL when unknown. */
-static const char *column_type(const struct pgsink *s, const struct cfg_mapping *m,
-                               const struct cfg_side *t, const char *col)
+/* The SQL type of target column col, the pos-th of its statement, or NULL
+ * when unknown. */
+static const char *column_type(struct pgsink *s, const struct cfg_mapping *m,
+                               const struct cfg_side *t, size_t pos, const char *col)
 {
     for (size_t i = 0; i < s->ntypes; i++) {
-        const struct coltypes *ct = &s->types[i];
+        struct coltypes *ct = &s->types[i];
+        long j;
+
         if (ct->m != m || ct->t != t)
             continue;
-        for (size_t j = 0; j < ct->n; j++)
-            if (strcmp(ct->names[j], col) == 0)
-                return ct->types[j];
-        return NULL;
+        j = nameidx_find(&ct->idx, pos, col);
+        return j < 0 ? NULL : ct->types[j];
     }
     return NULL;
 }
 
 /* Collects fo's mapped fields into the shape's next columns (with their
  * types) and vals; false when one has no known type or there are too many. */
-static bool collect_cols(const struct pgsink *s, const struct flatobj *fo,
+static bool collect_cols(struct pgsink *s, const struct flatobj *fo,
                          const struct cfg_mapping *m, const struct cfg_side *t,
                          const char **cols, const char **types,
                          const struct flatobj_pair **vals, size_t *n)
 {
     for (size_t i = 0; i < fo->n; i++) {
-        const char *name = config_column(m, t, fo->pairs[i].key);
+        const char *name = config_column(s, m, t, i, fo->pairs[i].key);
 
         if (name == NULL)
             continue;
-        if (*n == PGBATCH_MAX_COLS || (types[*n] = column_type(s, m, t, name)) == NULL)
+        if (*n == PGBATCH_MAX_COLS || (types[*n] = column_type(s, m, t, *n, name)) == NULL)
             return false;
         vals[*n] = &fo->pairs[i];
         cols[(*n)++] = name;
@@ -862,7 +874,7 @@ static int fast_update_add(struct pgsink *s, const struct change *c,
 
         while (i < n && strcmp(cols[i], t->key[k]) != 0)
             i++;
-        if (i == n || vals[i]->null || (types[k] = column_type(s, m, t, t->key[k])) == NULL)
+        if (i == n || vals[i]->null || (types[k] = column_type(s, m, t, k, t->key[k])) == NULL)
             return 0;
         cols[k] = t->key[k];
         vals[k] = vals[i];
@@ -1519,6 +1531,7 @@ static void types_clear(struct pgsink *s)
         }
         free(s->types[i].names);
         free(s->types[i].types);
+        nameidx_free(&s->types[i].idx);
     }
     free(s->types);
     s->types = NULL;
@@ -1585,6 +1598,8 @@ static void on_types(struct pgsink *s, const struct q_entry *q, PGresult *r)
         }
         ct->n++;
     }
+    /* Out of memory, the index finds nothing: changes take the per-row path. */
+    nameidx_init(&ct->idx, (const char *const *)ct->names, ct->n);
 }
 
 static void on_setup_result(struct pgsink *s, const struct q_entry *q, PGresult *r)
@@ -2179,6 +2194,36 @@ static const char *single_pg_source(const struct pgsink *s)
     return ep != NULL && ep->kind == CFG_KIND_POSTGRES && ep != s->ep ? src : NULL;
 }
 
+static void fieldnames_free(struct pgsink *s)
+{
+    for (size_t i = 0; s->fields != NULL && i < s->cfg->nmappings; i++) {
+        free(s->fields[i].names);
+        nameidx_free(&s->fields[i].idx);
+    }
+    free(s->fields);
+    s->fields = NULL;
+}
+
+static int fieldnames_init(struct pgsink *s)
+{
+    if (s->cfg->nmappings == 0)
+        return 0;
+    if ((s->fields = calloc(s->cfg->nmappings, sizeof(*s->fields))) == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < s->cfg->nmappings; i++) {
+        const struct cfg_mapping *m = &s->cfg->mappings[i];
+        struct fieldnames *f = &s->fields[i];
+
+        if (m->nfields > 0 && (f->names = calloc(m->nfields, sizeof(*f->names))) == NULL)
+            return -ENOMEM;
+        for (size_t j = 0; j < m->nfields; j++)
+            f->names[j] = m->fields[j].name;
+        if (nameidx_init(&f->idx, f->names, m->nfields) != 0)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
 int pgsink_new(struct pgsink **out, uv_loop_t *loop, const struct config *c,
                const struct cfg_endpoint *ep, struct state *st,
                const struct pgsink_hooks *h, struct err *e)
@@ -2203,6 +2248,11 @@ int pgsink_new(struct pgsink **out, uv_loop_t *loop, const struct config *c,
     s->feed_timer.data = s;
     strbuf_init(&s->sql);
     s->early_source = single_pg_source(s);
+    if (fieldnames_init(s) != 0) {
+        fieldnames_free(s);
+        free(s);
+        return err_set(e, -ENOMEM, "out of memory");
+    }
     *out = s;
     return 0;
 }
@@ -2265,6 +2315,7 @@ static void on_closed(uv_handle_t *h)
     flatobj_free(&s->scan);
     flatobj_free(&s->base_scan);
     types_clear(s);
+    fieldnames_free(s);
     free(s->excluded);
     resolver_plugin_cache_free(s->plugins);
     strbuf_free(&s->sql);
