@@ -35,6 +35,9 @@
 #define FLUSH_MS 20             /* group-commit window for state writes */
 #define CHUNK_CHANGES 10000     /* commit a big source transaction in chunks */
 #define TICK_MS 1000
+/* WAL frames (8 KiB pages) after which a worker checkpoints: SQLite's own
+ * autocheckpoint size. */
+#define CHECKPOINT_FRAMES 1000
 
 struct endpoint_rt {
     struct cfg_endpoint *ep;
@@ -170,6 +173,8 @@ static void on_durable(void *arg, int err)
     if (d->stopping)
         return;
     acknowledge(d);
+    if (state_wal_frames(d->st) >= CHECKPOINT_FRAMES && durable_checkpoint(d->durable) != 0)
+        log_warn("daemon", "cannot start a checkpoint of the state's WAL: out of memory?");
     if (d->flush_wanted) {
         d->flush_wanted = false;
         flush_state(d);
@@ -785,6 +790,8 @@ static int open_state(struct daemon *d, struct err *e)
     d->committed_seq = d->durable_seq;
     /* From here on commits are synced by the durable worker. */
     if ((rc = durable_new(&d->durable, &d->loop, d->cfg->state_path, on_durable, d, e)) != 0)
+        return rc;
+    if ((rc = state_checkpoint_elsewhere(d->st, e)) != 0)
         return rc;
     return state_set_synchronous(d->st, false, e);
 }

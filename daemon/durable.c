@@ -1,5 +1,7 @@
 /* durable.c: the WAL fsync on a worker thread (see durable.h). */
 #include "durable.h"
+#include "log.h"
+#include "../state/state.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -10,12 +12,14 @@
 
 struct durable {
     uv_loop_t *loop;
-    uv_work_t work;
-    char *wal_path;
+    uv_work_t work, ckpt_work;
+    char *wal_path, *state_path;
     durable_done_fn done;
     void *arg;
-    bool busy, freed;
+    bool busy, ckpt_busy, freed;
     int err;                    /* the worker's result, errno or 0 */
+    struct state_ckpt *ckpt;    /* the checkpoint worker's connection */
+    struct err ckpt_err;
 };
 
 int durable_new(struct durable **out, uv_loop_t *loop, const char *state_path,
@@ -24,7 +28,10 @@ int durable_new(struct durable **out, uv_loop_t *loop, const char *state_path,
     struct durable *d = calloc(1, sizeof(*d));
     size_t n = strlen(state_path) + sizeof("-wal");
 
-    if (d == NULL || (d->wal_path = malloc(n)) == NULL) {
+    if (d == NULL || (d->wal_path = malloc(n)) == NULL ||
+        (d->state_path = strdup(state_path)) == NULL) {
+        if (d != NULL)
+            free(d->wal_path);
         free(d);
         return err_set(e, -ENOMEM, "durable: out of memory");
     }
@@ -33,6 +40,7 @@ int durable_new(struct durable **out, uv_loop_t *loop, const char *state_path,
     d->done = done;
     d->arg = arg;
     d->work.data = d;
+    d->ckpt_work.data = d;
     *out = d;
     return 0;
 }
@@ -94,14 +102,54 @@ int durable_sync_now(struct durable *d)
     return sync_file(d->wal_path);
 }
 
+/* On a worker thread: the checkpoint connection is only ever used here,
+ * one checkpoint at a time, and closed on the loop after the last. */
+static void checkpoint(uv_work_t *w)
+{
+    struct durable *d = w->data;
+
+    d->ckpt_err.code = 0;
+    state_ckpt_run(&d->ckpt, d->state_path, &d->ckpt_err);
+}
+
+static void checkpoint_done(uv_work_t *w, int status)
+{
+    struct durable *d = w->data;
+
+    (void)status;
+    d->ckpt_busy = false;
+    if (d->freed) {
+        durable_free(d);
+        return;
+    }
+    if (d->ckpt_err.code != 0)
+        log_warn("durable", "cannot checkpoint the state's WAL; it keeps growing until a"
+                 " checkpoint succeeds (check the disk and the state file's directory)",
+                 "err", d->ckpt_err.msg);
+}
+
+int durable_checkpoint(struct durable *d)
+{
+    int rc;
+
+    if (d->ckpt_busy)
+        return 0;
+    rc = uv_queue_work(d->loop, &d->ckpt_work, checkpoint, checkpoint_done);
+    if (rc == 0)
+        d->ckpt_busy = true;
+    return rc;
+}
+
 void durable_free(struct durable *d)
 {
     if (d == NULL)
         return;
-    if (d->busy) {
+    if (d->busy || d->ckpt_busy) {
         d->freed = true;
         return;
     }
+    state_ckpt_close(d->ckpt);
     free(d->wal_path);
+    free(d->state_path);
     free(d);
 }

@@ -38,7 +38,13 @@ int durable_start(struct durable *d);
  * 0 or errno. */
 int durable_sync_now(struct durable *d);
 
-/* Frees d now, or when its running sync ends (its report is dropped). */
+/* Starts a checkpoint of the state's WAL on a worker thread unless one
+ * runs (see state_checkpoint_elsewhere); a failure is logged, not fatal:
+ * the WAL then keeps growing. 0, or negative when it cannot be queued. */
+int durable_checkpoint(struct durable *d);
+
+/* Frees d now, or when its running sync and checkpoint end (their
+ * reports are dropped). */
 void durable_free(struct durable *d);
 
 #endif

@@ -983,6 +983,66 @@ int state_set_synchronous(struct state *s, bool full, struct err *e)
                       e, "set synchronous");
 }
 
+static int on_wal_commit(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    ((struct state *)arg)->wal_frames = frames;
+    return SQLITE_OK;
+}
+
+int state_checkpoint_elsewhere(struct state *s, struct err *e)
+{
+    if (s->mode != STATE_EXCLUSIVE)
+        return err_set(e, -EINVAL, "state %s: only the daemon checkpoints elsewhere", s->path);
+    /* Replaces the autocheckpoint, which is itself a WAL hook. */
+    sqlite3_wal_hook(s->db, on_wal_commit, s);
+    return 0;
+}
+
+int state_wal_frames(const struct state *s)
+{
+    return s->wal_frames;
+}
+
+struct state_ckpt {
+    sqlite3 *db;
+};
+
+int state_ckpt_run(struct state_ckpt **ck, const char *path, struct err *e)
+{
+    int rc;
+
+    if (*ck == NULL) {
+        if ((*ck = calloc(1, sizeof(**ck))) == NULL)
+            return err_set(e, -ENOMEM, "checkpoint: out of memory");
+        rc = sqlite3_open_v2(path, &(*ck)->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec((*ck)->db, "PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            err_set(e, -EIO, "state %s: open for checkpoints: %s", path,
+                    (*ck)->db ? sqlite3_errmsg((*ck)->db) : sqlite3_errstr(rc));
+            state_ckpt_close(*ck);
+            *ck = NULL;
+            return -EIO;
+        }
+    }
+    rc = sqlite3_wal_checkpoint_v2((*ck)->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    /* BUSY: another checkpoint runs (a command's connection closing). */
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        return err_set(e, -EIO, "state %s: checkpoint: %s", path, sqlite3_errmsg((*ck)->db));
+    return 0;
+}
+
+void state_ckpt_close(struct state_ckpt *ck)
+{
+    if (ck == NULL)
+        return;
+    sqlite3_close(ck->db);
+    free(ck);
+}
+
 int state_schema_version(struct state *s)
 {
     return s->version;

@@ -81,6 +81,24 @@ const char *state_path(const struct state *s);
  * before it relies on it (the daemon does, off its event loop). */
 int state_set_synchronous(struct state *s, bool full, struct err *e);
 
+/* For the daemon, which checkpoints the WAL from a worker thread
+ * (state_ckpt_run): this connection stops checkpointing inside the commit
+ * that crosses the autocheckpoint size, where the page copy and two fsyncs
+ * stalled the event loop, and counts the WAL's frames instead. */
+int state_checkpoint_elsewhere(struct state *s, struct err *e);
+
+/* Frames in the WAL after this connection's last commit (0 until
+ * state_checkpoint_elsewhere, or after the WAL restarted). */
+int state_wal_frames(const struct state *s);
+
+/* A connection of its own that checkpoints path's WAL, opened on first
+ * use: PASSIVE, so it never waits for the writer or for readers, and the
+ * writer restarts the WAL once every frame is copied. Use it from one
+ * thread at a time. */
+struct state_ckpt;
+int state_ckpt_run(struct state_ckpt **ck, const char *path, struct err *e);
+void state_ckpt_close(struct state_ckpt *ck);
+
 /* The mode the state was opened with. */
 enum state_mode state_mode_of(const struct state *s);
 

@@ -163,6 +163,7 @@ struct state {
     struct rowbatch journal_rows;   /* appended changes not yet inserted */
     struct rowbatch shadow_rows;    /* shadow_put_side rows not yet written */
     int64_t data_version;           /* PRAGMA data_version at the last BEGIN */
+    int wal_frames;                 /* after the last commit (wal hook) */
     bool batch;                     /* state_begin opened a transaction */
     state_clock_fn clock;
     void *clock_arg;

@@ -1,5 +1,7 @@
 /* test_durable.c: the WAL sync worker reports on the loop, once per start,
- * with the fdatasync's result; freeing while a sync runs is safe. */
+ * with the fdatasync's result; freeing while a sync runs is safe. The
+ * checkpoint worker copies the WAL so the daemon's connection, which no
+ * longer checkpoints itself, restarts it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -15,6 +17,7 @@
 #include <uv.h>
 
 #include "daemon/durable.h"
+#include "state/state.h"
 
 struct fx {
     char dir[256];
@@ -121,12 +124,87 @@ static void test_free_while_busy(void **ctx)
     assert_int_equal(fx->calls, 0);     /* and its report dropped */
 }
 
+/* Commits n meta rows of 4 KiB each: about n/2 WAL frames of 8 KiB. The
+ * value changes with `from` (a write of the same bytes writes no page). */
+static void commit_rows(struct state *st, int from, int n)
+{
+    struct err e = { 0 };
+    char k[32], v[4096];
+
+    memset(v, 'a' + from % 26, sizeof(v) - 1);
+    v[sizeof(v) - 1] = '\0';
+    assert_int_equal(state_begin(st, &e), 0);
+    for (int i = from; i < from + n; i++) {
+        snprintf(k, sizeof(k), "k%d", i);
+        assert_int_equal(state_meta_set(st, k, v, &e), 0);
+    }
+    assert_int_equal(state_commit(st, &e), 0);
+}
+
+static void remove_state_files(struct fx *fx)
+{
+    static const char *const ext[] = { "", "-shm", ".lock" };
+    char p[330];
+
+    for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+        snprintf(p, sizeof(p), "%s%s", fx->state, ext[i]);
+        unlink(p);
+    }
+}
+
+static void test_checkpoint_elsewhere(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct state *st = NULL;
+    struct durable *d = NULL;
+    struct err e = { 0 };
+    int before;
+
+    assert_int_equal(state_open(&st, fx->state, STATE_EXCLUSIVE, &e), 0);
+    assert_int_equal(state_checkpoint_elsewhere(st, &e), 0);
+    assert_int_equal(state_set_synchronous(st, false, &e), 0);
+    /* Past SQLite's autocheckpoint size, and nothing checkpointed it. */
+    commit_rows(st, 0, 2400);
+    before = state_wal_frames(st);
+    assert_true(before > 1100);
+    commit_rows(st, 2400, 10);
+    assert_true(state_wal_frames(st) > before);
+    assert_int_equal(durable_new(&d, &fx->loop, fx->state, on_done, fx, &e), 0);
+    assert_int_equal(durable_checkpoint(d), 0);
+    assert_int_equal(durable_checkpoint(d), 0);     /* one runs: a no-op */
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    assert_int_equal(fx->calls, 0);                 /* not a sync report */
+    /* Every frame was copied: the next commit starts the WAL over. */
+    commit_rows(st, 1, 2);
+    assert_true(state_wal_frames(st) < 10);
+    assert_int_equal(durable_checkpoint(d), 0);
+    durable_free(d);                    /* freed when the checkpoint ends */
+    uv_run(&fx->loop, UV_RUN_DEFAULT);
+    state_close(st);
+    remove_state_files(fx);
+}
+
+/* A command's connection (shared) checkpoints for itself. */
+static void test_checkpoint_elsewhere_daemon_only(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct state *st = NULL;
+    struct err e = { 0 };
+
+    assert_int_equal(state_open(&st, fx->state, STATE_SHARED, &e), 0);
+    assert_int_equal(state_checkpoint_elsewhere(st, &e), -EINVAL);
+    state_close(st);
+    remove_state_files(fx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_sync_reports_once, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_wal_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_while_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_elsewhere, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_elsewhere_daemon_only, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
