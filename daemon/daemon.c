@@ -135,8 +135,14 @@ static int commit_state(struct daemon *d)
     if (!state_in_txn(d->st))
         return 1;
     if (state_commit(d->st, &e) != 0) {
-        log_error("daemon", "cannot commit the state; nothing is acknowledged",
+        log_error("daemon", "cannot commit the state; nothing is acknowledged, and the"
+                  " sources read again from the last commit (check the disk)",
                   "err", e.msg);
+        for (int i = 0; i < d->neps; i++)
+            if (d->eps[i].src) {
+                pgsrc_rewind(d->eps[i].src);
+                d->eps[i].saved_lsn = 0;    /* the position's write was lost too */
+            }
         return -1;
     }
     for (int i = 0; i < d->neps; i++) {

@@ -587,6 +587,14 @@ static void on_retry(uv_timer_t *t)
     src_connect(t->data);
 }
 
+/* Idle until the retry timer reconnects, after a backoff that doubles. */
+static void retry_later(struct pgsrc *p)
+{
+    p->state = SRC_IDLE;
+    uv_timer_start(&p->retry_timer, on_retry, p->backoff_ms, 0);
+    p->backoff_ms = p->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : p->backoff_ms * 2;
+}
+
 static void src_fail(struct pgsrc *p, const char *what, const char *detail)
 {
     char msg[512], delay[32];
@@ -602,9 +610,7 @@ static void src_fail(struct pgsrc *p, const char *what, const char *detail)
     /* Changes of a transaction cut short stay uncommitted in the journal
      * and are deleted at the next start; the server resends it. */
     src_disconnect(p);
-    p->state = SRC_IDLE;
-    uv_timer_start(&p->retry_timer, on_retry, p->backoff_ms, 0);
-    p->backoff_ms = p->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : p->backoff_ms * 2;
+    retry_later(p);
     if (was_up && p->hooks.on_connection)
         p->hooks.on_connection(p->hooks.arg, p, false);
 }
@@ -841,6 +847,21 @@ void pgsrc_committed(struct pgsrc *p)
 {
     p->committed_lsn = p->pending_lsn;
     p->open_changes = 0;
+}
+
+void pgsrc_rewind(struct pgsrc *p)
+{
+    bool streaming = p->state == SRC_STREAMING || p->state == SRC_STARTING ||
+                     p->state == SRC_CONNECTING;
+
+    p->pending_lsn = p->committed_lsn;
+    p->open_changes = 0;
+    if (!streaming)
+        return;         /* idle: the retry reconnects from there anyway */
+    log_warn("pgsrc", "the state commit failed: reading again from the last saved"
+             " transaction", "endpoint", p->ep->name);
+    src_disconnect(p);
+    retry_later(p);     /* backoff: while the disk stays full, every commit fails */
 }
 
 void pgsrc_durable(struct pgsrc *p)

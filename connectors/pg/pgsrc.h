@@ -64,6 +64,12 @@ uint64_t pgsrc_pending_lsn(const struct pgsrc *p);
  * Until pgsrc_durable, nothing new is acknowledged to the server. */
 void pgsrc_committed(struct pgsrc *p);
 
+/* The owner's state commit failed: what was journaled since the last
+ * pgsrc_committed is gone. Reconnects, and the server resends it (it was
+ * never acknowledged); until then nothing past the last commit counts as
+ * journaled, so no later commit can acknowledge it. */
+void pgsrc_rewind(struct pgsrc *p);
+
 /* What the last pgsrc_committed covered is on disk: the reader may
  * acknowledge it to the server. */
 void pgsrc_durable(struct pgsrc *p);

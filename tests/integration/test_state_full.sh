@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The state file cannot grow (a disk that fills up, here a file-size limit
+# on the daemon): its commits fail while changes stream in. Nothing the
+# failed commits held may count as journaled, so none of it is
+# acknowledged to the source; once the disk has room again the source
+# resends it and B ends equal to A, every row applied once (G1).
+source "$(dirname "$0")/lib.sh"
+TXNS=${TXNS:-40}
+ROWS=${ROWS:-500}
+LIMIT_KB=${LIMIT_KB:-2048}
+
+pg_start A
+pg_start B
+psql_on A -c "create table t (id bigint primary key, v text);
+              alter table t replica identity full"
+psql_on B -c "create table t (id bigint primary key, v text, applied int not null default 0);
+  create function count_writes() returns trigger language plpgsql as \$\$
+  begin
+    new.applied := case when tg_op = 'INSERT' then 1 else old.applied + 1 end;
+    return new;
+  end \$\$;
+  create trigger count_writes before insert or update on t for each row
+    execute function count_writes();"
+pg_pg_config "$WORK/cfg.json" a_to_b t:id,v
+"$TANDEM" setup -c "$WORK/cfg.json" >"$WORK/setup.log" 2>&1
+
+# Writes past the limit fail with EFBIG instead of killing the process
+# (SIGXFSZ ignored, as the exec keeps it).
+( trap '' XFSZ; ulimit -S -f "$LIMIT_KB"; exec "$TANDEM" run -c "$WORK/cfg.json" ) >>"$WORK/tandem.log" 2>&1 &
+TANDEM_PID=$!
+DAEMONS+=("$TANDEM_PID")
+wait_for "tandem ready" 30 grep -q '"msg":"ready' "$WORK/tandem.log"
+
+# Rows of 1 KB: the state's WAL passes the limit a few transactions in.
+for i in $(seq 0 $((TXNS - 1))); do
+  psql_on A -c "insert into t select g, repeat(md5(g::text), 32)
+                from generate_series($((i * ROWS + 1)), $(((i + 1) * ROWS))) g" >/dev/null
+done
+wait_for "a state commit failing" 60 grep -q '"msg":"cannot commit the state' "$WORK/tandem.log"
+check "the reader went back to the last commit" \
+  grep -q 'the state commit failed: reading again from the last saved transaction' "$WORK/tandem.log"
+check "tandem keeps running while the disk is full" kill -0 "$TANDEM_PID"
+check "B does not have everything yet" \
+  test "$(psql_on B -c "select count(*) from t")" -lt $((TXNS * ROWS))
+
+# Room again (the soft limit lifted; the hard one never was set).
+prlimit --pid "$TANDEM_PID" --fsize=unlimited
+b_complete() { [ "$(psql_on B -c "select count(*) from t")" = $((TXNS * ROWS)) ]; }
+wait_for "every row on B" 180 b_complete
+expect_eq "B equals A" "$(table_md5 A t 'id, v')" "$(table_md5 B t 'id, v')"
+expect_eq "no row applied twice" 0 "$(psql_on B -c "select count(*) from t where applied <> 1")"
+expect_eq "each source transaction journaled once" 0 \
+  "$(sq "select count(*) from (select source_xid from journal_txn where commit_seq is not null
+                               group by source_xid having count(*) > 1)")"
+kill -TERM "$TANDEM_PID"
+set +e; wait "$TANDEM_PID"; rc=$?; set -e
+expect_eq "clean stop" 0 $rc
+finish
