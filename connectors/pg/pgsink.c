@@ -99,6 +99,7 @@ struct pgsink {
     void (*closed)(void *);
     void *closed_arg;
     bool track_ts;
+    unsigned origin_id;         /* our origin's roident, 0 unknown */
     /* progress */
     int64_t applied_seq;        /* committed in the target */
     int64_t durable_seq;        /* may be applied up to here */
@@ -330,7 +331,7 @@ static const char *prepared(struct pgsink *s, const struct strbuf *sig,
 
 static void build_shape_sql(struct pgsink *s, const void *sh)
 {
-    pgstmt_sql(s->conn, s->track_ts, sh, &s->sql);
+    pgstmt_sql(s->conn, s->track_ts, s->track_ts ? s->origin_id : 0, sh, &s->sql);
 }
 
 /* The prepared statement for the shape, prepared in the pipeline when new;
@@ -1611,8 +1612,10 @@ static void on_setup_result(struct pgsink *s, const struct q_entry *q, PGresult 
         s->applied_seq = (int64_t)lsn;
         adopt_foreign_progress(s);
     }
-    if (q->kind == Q_TRACKTS && PQntuples(r) == 1)
+    if (q->kind == Q_TRACKTS && PQntuples(r) == 1 && PQnfields(r) == 2) {
         s->track_ts = strcmp(PQgetvalue(r, 0, 0), "on") == 0;
+        s->origin_id = PQgetisnull(r, 0, 1) ? 0 : (unsigned)strtoul(PQgetvalue(r, 0, 1), NULL, 10);
+    }
     if (q->kind == Q_TYPES)
         on_types(s, q, r);
 }
@@ -2086,7 +2089,8 @@ static void on_io(void *arg, int events)
             if (PQenterPipelineMode(s->conn) != 1 ||
                 !send_plain(s, Q_SETUP, "SELECT pg_replication_origin_session_setup($1)", 1, v) ||
                 !send_plain(s, Q_PROGRESS, "SELECT pg_replication_origin_progress($1, true)", 1, v) ||
-                !send_plain(s, Q_TRACKTS, "SELECT current_setting('track_commit_timestamp')", 0, NULL) ||
+                !send_plain(s, Q_TRACKTS, "SELECT current_setting('track_commit_timestamp'),"
+                            " pg_replication_origin_oid($1)", 1, v) ||
                 !send_type_lookups(s) ||
                 (s->ep->apply_as_replica &&
                  !send_plain(s, Q_SETUP, "SET session_replication_role = replica", 0, NULL)) ||

@@ -10,16 +10,31 @@
 #include "pgconn.h"
 
 /* Whether the target row is clean: it holds the base (what the change was
- * made on) or already the incoming values. */
+ * made on) or already the incoming values, or this writer's own origin
+ * wrote it last: nobody changed it since tandem did, whatever the shadow
+ * says (a shadow is stale when tandem died after a target commit and
+ * before the state commit that held the shadow's update). */
 static void add_clean(PGconn *conn, struct strbuf *b, const char *tbl,
-                      const struct pgstmt_shape *sh, size_t pbase, size_t pset)
+                      const struct pgstmt_shape *sh, unsigned own_origin,
+                      size_t pbase, size_t pset)
 {
+    char num[16];
+
     strbuf_addc(b, '(');
     if (sh->nbase > 0) {
         pgbatch_add_match(b, conn, tbl, sh->basecols, sh->nbase, NULL, pbase);
         strbuf_adds(b, " OR ");
     }
     pgbatch_add_match(b, conn, tbl, sh->setcols, sh->nset, NULL, pset);
+    if (own_origin != 0) {
+        /* NULL (no commit time kept for the row's transaction) is not clean. */
+        snprintf(num, sizeof(num), "%u", own_origin);
+        strbuf_adds(b, " OR coalesce((pg_xact_commit_timestamp_origin(");
+        strbuf_adds(b, tbl);
+        strbuf_adds(b, ".xmin)).roident = ");
+        strbuf_adds(b, num);
+        strbuf_adds(b, ", false)");
+    }
     strbuf_addc(b, ')');
 }
 
@@ -81,17 +96,19 @@ static void add_update(PGconn *conn, struct strbuf *b, const char *tbl,
  * conditional statement (missing row, conflict). Much less to set up at
  * each execution. Parameters: keys, set values, base values. */
 static void build_fast_update(PGconn *conn, struct strbuf *b, const char *tbl,
-                              const struct pgstmt_shape *sh, size_t pbase, size_t pset)
+                              const struct pgstmt_shape *sh, unsigned own_origin,
+                              size_t pbase, size_t pset)
 {
     strbuf_adds(b, "WITH u AS (");
     add_update(conn, b, tbl, sh, pset);
     strbuf_adds(b, " AND ");
-    add_clean(conn, b, tbl, sh, pbase, pset);
+    add_clean(conn, b, tbl, sh, own_origin, pbase, pset);
     strbuf_adds(b, " RETURNING 1) SELECT 1 / count(*)::int FROM u");
 }
 
 /* Parameters: keys $1.., set values, base values, version, tie-break, mode. */
-void pgstmt_sql(PGconn *conn, bool track_ts, const struct pgstmt_shape *sh, struct strbuf *b)
+void pgstmt_sql(PGconn *conn, bool track_ts, unsigned own_origin,
+                const struct pgstmt_shape *sh, struct strbuf *b)
 {
     char *tbl = pgconn_quote_table(conn, sh->side->schema, sh->side->relname);
     size_t pset = sh->nkey + 1, pbase = pset + sh->nset;
@@ -103,21 +120,21 @@ void pgstmt_sql(PGconn *conn, bool track_ts, const struct pgstmt_shape *sh, stru
         return;
     }
     if (sh->op == 'F') {
-        build_fast_update(conn, b, tbl, sh, pbase, pset);
+        build_fast_update(conn, b, tbl, sh, own_origin, pbase, pset);
         free(tbl);
         return;
     }
     /* The row's commit time and its JSON only matter when it is not clean
      * (a conflict): the common clean case skips both. */
     strbuf_adds(b, "WITH cur AS (SELECT ctid AS c_tid, ");
-    add_clean(conn, b, tbl, sh, pbase, pset);
+    add_clean(conn, b, tbl, sh, own_origin, pbase, pset);
     strbuf_adds(b, " AS clean, CASE WHEN ");
-    add_clean(conn, b, tbl, sh, pbase, pset);
+    add_clean(conn, b, tbl, sh, own_origin, pbase, pset);
     strbuf_adds(b, track_ts
         ? " THEN NULL ELSE (extract(epoch from pg_xact_commit_timestamp(xmin)) * 1000000)::int8"
         : " THEN NULL ELSE NULL::int8");
     strbuf_adds(b, " END AS ts, CASE WHEN ");
-    add_clean(conn, b, tbl, sh, pbase, pset);
+    add_clean(conn, b, tbl, sh, own_origin, pbase, pset);
     strbuf_adds(b, " THEN NULL ELSE ");
     add_row_json(conn, b, sh);
     strbuf_adds(b, " END AS cur_row FROM ");

@@ -37,9 +37,12 @@ struct pgstmt_shape {
 
 /* The statement for sh into out. Parameters: keys $1.., set values, base
  * values, then (not for 'F') version, tie-break and conflict mode. With
- * track_ts off the target row's commit time is reported as NULL. */
-void pgstmt_sql(PGconn *conn, bool track_ts, const struct pgstmt_shape *sh,
-                struct strbuf *out);
+ * track_ts off the target row's commit time is reported as NULL. A row
+ * whose last writer was the replication origin own_origin (its roident;
+ * 0: not checked, as it must be with track_commit_timestamp off) is
+ * clean. */
+void pgstmt_sql(PGconn *conn, bool track_ts, unsigned own_origin,
+                const struct pgstmt_shape *sh, struct strbuf *out);
 
 /* Appends what tells shapes apart (for the prepared-statement cache). */
 void pgstmt_sig(const struct pgstmt_shape *sh, struct strbuf *sig);
