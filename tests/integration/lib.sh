@@ -214,6 +214,19 @@ JSON
 # sq SQL: runs SQL on the state file (read-only).
 sq() { sqlite3 -readonly -cmd ".timeout 5000" "$WORK/state.db" "$@"; }
 
+# count_writes CLUSTER TABLE: TABLE's int column `applied` counts the
+# writes each row received (1 after its insert): a change applied twice
+# shows there.
+count_writes() {
+  psql_on "$1" -c "create or replace function count_writes() returns trigger language plpgsql as \$\$
+    begin
+      new.applied := case when tg_op = 'INSERT' then 1 else old.applied + 1 end;
+      return new;
+    end \$\$;
+    create trigger count_writes before insert or update on $2 for each row
+      execute function count_writes();" >/dev/null
+}
+
 # table_md5 NAME TABLE [COLUMNS]: md5 over the ordered rows of TABLE.
 table_md5() {
   psql_on "$1" -c "select md5(coalesce(string_agg(r::text, '|' order by r.id), '')) from (select ${3:-*} from $2) r"

@@ -12,14 +12,8 @@ source "$(dirname "$0")/lib.sh"
 pg_start A
 pg_start B
 psql_on A -c "create table s (id bigint primary key, v text)"
-psql_on B -c "create table s (id bigint primary key, v text, applied int not null default 0);
-  create function count_writes() returns trigger language plpgsql as \$\$
-  begin
-    new.applied := case when tg_op = 'INSERT' then 1 else old.applied + 1 end;
-    return new;
-  end \$\$;
-  create trigger count_writes before insert or update on s for each row
-    execute function count_writes();"
+psql_on B -c "create table s (id bigint primary key, v text, applied int not null default 0)"
+count_writes B s
 pg_pg_config "$WORK/cfg.json" a_to_b s:id,v
 sed -i 's/"last_write_wins"/"manual"/' "$WORK/cfg.json"
 

@@ -13,14 +13,8 @@ pg_start A
 pg_start B
 psql_on A -c "create table t (id bigint primary key, v text);
               alter table t replica identity full"
-psql_on B -c "create table t (id bigint primary key, v text, applied int not null default 0);
-  create function count_writes() returns trigger language plpgsql as \$\$
-  begin
-    new.applied := case when tg_op = 'INSERT' then 1 else old.applied + 1 end;
-    return new;
-  end \$\$;
-  create trigger count_writes before insert or update on t for each row
-    execute function count_writes();"
+psql_on B -c "create table t (id bigint primary key, v text, applied int not null default 0)"
+count_writes B t
 pg_pg_config "$WORK/cfg.json" a_to_b t:id,v
 "$TANDEM" setup -c "$WORK/cfg.json" >"$WORK/setup.log" 2>&1
 
