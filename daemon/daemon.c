@@ -152,6 +152,12 @@ static int commit_state(struct daemon *d)
             restsrc_committed(d->eps[i].rsrc);
     }
     journal_last_commit_seq(d->st, &d->committed_seq, NULL);
+    /* The worker's checkpoints run beside this writer and never let the
+     * WAL start over while commits keep coming: past twice their size,
+     * finish here, between transactions (they copied most of it). */
+    if (state_wal_frames(d->st) >= 2 * CHECKPOINT_FRAMES &&
+        state_checkpoint_here(d->st, &e) != 0)
+        log_warn("daemon", "cannot checkpoint the state's WAL", "err", e.msg);
     return 0;
 }
 

@@ -1000,6 +1000,18 @@ int state_checkpoint_elsewhere(struct state *s, struct err *e)
     return 0;
 }
 
+int state_checkpoint_here(struct state *s, struct err *e)
+{
+    int rc;
+
+    if (state_in_txn(s))
+        return err_set(e, -EBUSY, "state %s: checkpoint inside a transaction", s->path);
+    rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+        return state_sqlerr(s, e, rc, "state %s: checkpoint", s->path);
+    return 0;
+}
+
 int state_wal_frames(const struct state *s)
 {
     return s->wal_frames;

@@ -87,6 +87,12 @@ int state_set_synchronous(struct state *s, bool full, struct err *e);
  * stalled the event loop, and counts the WAL's frames instead. */
 int state_checkpoint_elsewhere(struct state *s, struct err *e);
 
+/* Checkpoints on this connection now (PASSIVE), between transactions:
+ * with no write of its own running it copies every frame, so the next
+ * transaction starts the WAL over. For when the worker's checkpoints,
+ * which run beside a busy writer, never catch up. */
+int state_checkpoint_here(struct state *s, struct err *e);
+
 /* Frames in the WAL after this connection's last commit (0 until
  * state_checkpoint_elsewhere, or after the WAL restarted). */
 int state_wal_frames(const struct state *s);

@@ -26,6 +26,15 @@ pg_pg_config "$WORK/cfg.json" a_to_b t:id,v,n
 start_tandem "$WORK/cfg.json" "$WORK/tandem.log"
 wait_for "tandem ready" 30 grep -q '"msg":"ready' "$WORK/tandem.log"
 
+# The state's WAL while all of this runs: checkpoints keep it bounded
+# under load, though the daemon's own connection leaves them to a worker.
+( max=0
+  while kill -0 "$TANDEM_PID" 2>/dev/null; do
+    s=$(stat -c %s "$WORK/state.db-wal" 2>/dev/null || echo 0)
+    if [ "$s" -gt "$max" ]; then max=$s; echo "$max" >"$WORK/wal_max"; fi
+    sleep 0.05
+  done ) &
+
 b_count_is() { [ "$(psql_on B -c "select count(*) from t")" = "$1" ]; }
 same_rows() { [ "$(table_md5 A t 'id, v, n')" = "$(table_md5 B t 'id, v, n')" ]; }
 open_journaled() {
@@ -87,4 +96,6 @@ expect_eq "every other updated row written exactly twice (insert, update)" 0 \
   "$(psql_on B -c "select count(*) from t where id <= 3000 and id <> 7 and applied <> 2")"
 check "tandem logged no error but the terminated replication connection" bash -c \
   "! grep '\"level\":\"error\"' '$WORK/tandem.log' | grep -vq 'replication stream ended by the server'"
+check "the state's WAL stayed under 64 MiB ($(cat "$WORK/wal_max") bytes at most)" \
+  test "$(cat "$WORK/wal_max")" -lt $((64 * 1024 * 1024))
 finish

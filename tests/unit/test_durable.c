@@ -184,6 +184,29 @@ static void test_checkpoint_elsewhere(void **ctx)
     remove_state_files(fx);
 }
 
+/* The daemon's own connection finishes a checkpoint between transactions
+ * (the worker's never catch up with a busy writer): the WAL starts over. */
+static void test_checkpoint_here(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct state *st = NULL;
+    struct err e = { 0 };
+
+    assert_int_equal(state_open(&st, fx->state, STATE_EXCLUSIVE, &e), 0);
+    assert_int_equal(state_checkpoint_elsewhere(st, &e), 0);
+    assert_int_equal(state_set_synchronous(st, false, &e), 0);
+    commit_rows(st, 0, 400);
+    assert_true(state_wal_frames(st) > 150);
+    assert_int_equal(state_begin(st, &e), 0);
+    assert_int_equal(state_checkpoint_here(st, &e), -EBUSY);   /* not mid-transaction */
+    assert_int_equal(state_commit(st, &e), 0);
+    assert_int_equal(state_checkpoint_here(st, &e), 0);
+    commit_rows(st, 1, 2);
+    assert_true(state_wal_frames(st) < 10);
+    state_close(st);
+    remove_state_files(fx);
+}
+
 /* A command's connection (shared) checkpoints for itself. */
 static void test_checkpoint_elsewhere_daemon_only(void **ctx)
 {
@@ -204,6 +227,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_wal_is_an_error, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_while_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_elsewhere, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_here, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_elsewhere_daemon_only, setup, teardown),
     };
 
