@@ -69,6 +69,9 @@ struct daemon {
     int neps;
     int64_t durable_seq;        /* journal applied-able: committed and synced */
     int64_t committed_seq;      /* journal committed at the last state commit */
+    uint64_t commit_gen;        /* state commits made */
+    uint64_t syncing_gen;       /* commit_gen the running sync covers */
+    uint64_t synced_gen;        /* commit_gen the last finished sync covered */
     struct durable *durable;
     bool flush_wanted;          /* a commit waits for the running sync */
     bool failed;                /* stopping because the state cannot be synced */
@@ -118,6 +121,7 @@ static void acknowledge(struct daemon *d)
     for (int i = 0; i < d->neps; i++) {
         if (d->eps[i].sink) {
             pgsink_source_open(d->eps[i].sink, open);
+            pgsink_state_synced(d->eps[i].sink, d->synced_gen);
             pgsink_kick(d->eps[i].sink, d->durable_seq);
         }
         if (d->eps[i].rsink)
@@ -138,11 +142,14 @@ static int commit_state(struct daemon *d)
         log_error("daemon", "cannot commit the state; nothing is acknowledged, and the"
                   " sources read again from the last commit (check the disk)",
                   "err", e.msg);
-        for (int i = 0; i < d->neps; i++)
+        for (int i = 0; i < d->neps; i++) {
             if (d->eps[i].src) {
                 pgsrc_rewind(d->eps[i].src);
                 d->eps[i].saved_lsn = 0;    /* the position's write was lost too */
             }
+            if (d->eps[i].sink)
+                pgsink_rewind(d->eps[i].sink);
+        }
         return -1;
     }
     for (int i = 0; i < d->neps; i++) {
@@ -152,6 +159,7 @@ static int commit_state(struct daemon *d)
             restsrc_committed(d->eps[i].rsrc);
     }
     journal_last_commit_seq(d->st, &d->committed_seq, NULL);
+    d->commit_gen++;
     /* The worker's checkpoints run beside this writer and never let the
      * WAL start over while commits keep coming: past twice their size,
      * finish here, between transactions (they copied most of it). */
@@ -184,6 +192,7 @@ static void on_durable(void *arg, int err)
     }
     if (d->stopping)
         return;
+    d->synced_gen = d->syncing_gen;
     acknowledge(d);
     if (state_wal_frames(d->st) >= CHECKPOINT_FRAMES && durable_checkpoint(d->durable) != 0)
         log_warn("daemon", "cannot start a checkpoint of the state's WAL: out of memory?");
@@ -204,6 +213,7 @@ static void flush_state(struct daemon *d)
     }
     if (commit_state(d) != 0)
         return;
+    d->syncing_gen = d->commit_gen;
     if (durable_start(d->durable) != 0)
         on_durable(d, durable_sync_now(d->durable));
 }
@@ -540,10 +550,16 @@ static void on_watermark(void *arg, struct pgsrc *src, char kind, const char *id
         backfill_on_watermark(d->backfill, pgsrc_endpoint(src), id, changed, nchanged);
 }
 
+static uint64_t state_commit_gen(void *arg)
+{
+    return ((struct daemon *)arg)->commit_gen;
+}
+
 static int start_endpoint(struct daemon *d, struct endpoint_rt *r, struct err *e)
 {
     struct pgsrc_hooks sh = { on_src_batch, on_src_conn, on_watermark, d };
-    struct pgsink_hooks kh = { on_applied, on_sink_conn, on_canary_candidate, d };
+    struct pgsink_hooks kh = { on_applied, on_sink_conn, on_canary_candidate,
+                               state_commit_gen, d };
     int rc;
 
     if (pgadmin_is_source(d->cfg, r->ep)) {

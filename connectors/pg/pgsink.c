@@ -103,6 +103,8 @@ struct pgsink {
     /* progress */
     int64_t applied_seq;        /* committed in the target */
     int64_t durable_seq;        /* may be applied up to here */
+    uint64_t synced_gen;        /* state commits on disk (pgsink_state_synced) */
+    uint64_t hold_gen;          /* no target COMMIT before this one is */
     int64_t fed_seq;            /* last journal txn fully sent */
     int64_t cur_txn, cur_txn_seq, cur_after, cur_ts_us;
     int64_t group_last_seq, group_ts_us;
@@ -1132,8 +1134,10 @@ static void feed(struct pgsink *s)
     while (s->state == SK_READY && !s->seg_failed && !s->hold && s->barrier_seq == 0 &&
            s->qlen < WINDOW) {
         if (s->cur_txn == 0) {
-            /* Never commit with part of a source transaction sent. */
-            bool may_commit = s->in_txn && s->early_txn == 0 && !s->abandoning;
+            /* Never commit with part of a source transaction sent, nor
+             * before the state holds what this transaction left out. */
+            bool may_commit = s->in_txn && s->early_txn == 0 && !s->abandoning &&
+                              s->synced_gen >= s->hold_gen;
 
             if (may_commit && s->group_changes >= GROUP_CHANGES) {
                 if (send_commit(s) != 0)
@@ -1621,6 +1625,14 @@ static void on_setup_result(struct pgsink *s, const struct q_entry *q, PGresult 
 }
 
 /* The target rejected a change: record it, skip it on the redo. */
+/* What was just written to the state must be on disk before the target
+ * commits: the owner's next state commit holds it. */
+static void hold_commit_until_saved(struct pgsink *s)
+{
+    if (s->hooks.state_commit_gen != NULL)
+        s->hold_gen = s->hooks.state_commit_gen(s->hooks.arg) + 1;
+}
+
 /* Records a change the target cannot take in the DLQ with everything a
  * retry needs to journal it again, and parks its key so later changes of
  * the key wait behind it (G8). */
@@ -1660,6 +1672,7 @@ static void park_change(struct pgsink *s, const struct change *c, const char *ms
         log_error("pgsink", "cannot record the change in the DLQ", "endpoint",
                   s->ep->name, "seq", seq);
     } else {
+        hold_commit_until_saved(s);
         pk.dlq_id = d.id;
         if (parked_park_ex(s->st, &pk, NULL) == 0)
             s->parked_any = true;
@@ -2271,6 +2284,23 @@ int pgsink_start(struct pgsink *s)
 void pgsink_source_open(struct pgsink *s, bool open)
 {
     s->source_open = open;
+}
+
+void pgsink_state_synced(struct pgsink *s, uint64_t gen)
+{
+    bool was_held = s->synced_gen < s->hold_gen;
+
+    s->synced_gen = gen;
+    if (was_held && gen >= s->hold_gen && s->state == SK_READY)
+        feed(s);
+}
+
+void pgsink_rewind(struct pgsink *s)
+{
+    if (s->state != SK_READY || (!s->in_txn && s->qlen == 0))
+        return;
+    sink_fail(s, "the state commit failed: the open target transaction is rolled back"
+              " and redone", "state commit failed");
 }
 
 void pgsink_kick(struct pgsink *s, int64_t durable_seq)

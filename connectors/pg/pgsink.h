@@ -41,6 +41,8 @@ struct pgsink_hooks {
     /* A change of a mapping with canaries was written (may be NULL). */
     void (*on_canary_candidate)(void *arg, struct pgsink *s, const char *mapping,
                                 const char *key);
+    /* State commits the owner has made so far (see pgsink_state_synced). */
+    uint64_t (*state_commit_gen)(void *arg);
     void *arg;
 };
 
@@ -52,6 +54,18 @@ int pgsink_start(struct pgsink *s);
 /* Journal transactions up to durable_seq are committed to the state and
  * may be applied: wakes the writer. */
 void pgsink_kick(struct pgsink *s, int64_t durable_seq);
+
+/* The owner's state commits up to number gen (state_commit_gen) are on
+ * disk. A target transaction that left a change out and recorded it in
+ * the state (dead-lettered, or waiting for its parent) commits only once
+ * that record is on disk: after a crash in between, the target's origin
+ * progress would have moved past a change recorded nowhere. */
+void pgsink_state_synced(struct pgsink *s, uint64_t gen);
+
+/* The daemon's state commit failed: what this writer recorded since the
+ * last commit is gone. An open target transaction is rolled back (by a
+ * reconnect) and redone from the origin's progress. */
+void pgsink_rewind(struct pgsink *s);
 
 /* Whether a source has a transaction partly journaled (set before a kick;
  * false by default): only then does the writer look for one to apply
