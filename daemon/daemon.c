@@ -231,6 +231,7 @@ static void flush_state_now(struct daemon *d)
         log_sync_failure(d, err);
         return;
     }
+    d->synced_gen = d->commit_gen;
     acknowledge(d);
 }
 
