@@ -2255,6 +2255,11 @@ int pgsink_new(struct pgsink **out, uv_loop_t *loop, const struct config *c,
     s->st = st;
     s->hooks = *h;
     s->backoff_ms = BACKOFF_MIN_MS;
+    if (fieldnames_init(s) != 0) {      /* before any handle joins the loop */
+        fieldnames_free(s);
+        free(s);
+        return err_set(e, -ENOMEM, "out of memory");
+    }
     pgwatch_init(&s->watch, loop, on_io, s);
     uv_timer_init(loop, &s->retry_timer);
     uv_timer_init(loop, &s->feed_timer);
@@ -2265,11 +2270,6 @@ int pgsink_new(struct pgsink **out, uv_loop_t *loop, const struct config *c,
     s->feed_timer.data = s;
     strbuf_init(&s->sql);
     s->early_source = single_pg_source(s);
-    if (fieldnames_init(s) != 0) {
-        fieldnames_free(s);
-        free(s);
-        return err_set(e, -ENOMEM, "out of memory");
-    }
     *out = s;
     return 0;
 }
