@@ -2102,8 +2102,11 @@ static void on_io(void *arg, int events)
             if (PQenterPipelineMode(s->conn) != 1 ||
                 !send_plain(s, Q_SETUP, "SELECT pg_replication_origin_session_setup($1)", 1, v) ||
                 !send_plain(s, Q_PROGRESS, "SELECT pg_replication_origin_progress($1, true)", 1, v) ||
+                /* The origin's id, for pg_xact_commit_timestamp_origin
+                 * (PostgreSQL 14 and later). */
                 !send_plain(s, Q_TRACKTS, "SELECT current_setting('track_commit_timestamp'),"
-                            " pg_replication_origin_oid($1)", 1, v) ||
+                            " CASE WHEN current_setting('server_version_num')::int >= 140000"
+                            " THEN pg_replication_origin_oid($1) END", 1, v) ||
                 !send_type_lookups(s) ||
                 (s->ep->apply_as_replica &&
                  !send_plain(s, Q_SETUP, "SET session_replication_role = replica", 0, NULL)) ||
