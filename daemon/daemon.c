@@ -72,6 +72,7 @@ struct daemon {
     uint64_t commit_gen;        /* state commits made */
     uint64_t syncing_gen;       /* commit_gen the running sync covers */
     uint64_t synced_gen;        /* commit_gen the last finished sync covered */
+    int64_t applied_min;        /* journal applied by every writer (last tick) */
     struct durable *durable;
     bool flush_wanted;          /* a commit waits for the running sync */
     bool failed;                /* stopping because the state cannot be synced */
@@ -380,6 +381,7 @@ static void export_metrics(struct daemon *d)
     }
     if (applied_min == INT64_MAX)
         applied_min = d->durable_seq;
+    d->applied_min = applied_min;
     if (journal_depth(d->st, applied_min, &txns, &changes, NULL) == 0)
         metrics_set(d->metrics, "tandem_journal_depth", NULL, (double)changes);
     metrics_set(d->metrics, "tandem_up", NULL, 1);
@@ -489,6 +491,21 @@ static bool src_streaming(void *arg, const struct cfg_endpoint *ep)
     return false;
 }
 
+/* Applied journal transactions older than state.retention_s go (SPEC
+ * §5), a bounded number per tick; what a writer has not applied stays. */
+#define PRUNE_MAX_TXNS 20000
+
+static void prune_journal(struct daemon *d)
+{
+    struct err e = { 0 };
+
+    if (d->applied_min <= 0 || state_begin(d->st, &e) != 0 ||
+        journal_prune_some(d->st, d->applied_min, d->cfg->state_retention_s,
+                           PRUNE_MAX_TXNS, &e) != 0)
+        log_warn("daemon", "cannot prune the journal; the state file keeps growing until"
+                 " a prune succeeds", "err", e.msg[0] ? e.msg : "nothing applied yet");
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct daemon *d = t->data;
@@ -500,6 +517,8 @@ static void on_tick(uv_timer_t *t)
 
     update_health(d);
     export_metrics(d);
+    if (!d->stopping && d->applied_min > 0)
+        prune_journal(d);
     if (d->backfill != NULL && !d->stopping)
         backfill_tick(d->backfill, src_streaming, d);
     notify_status("journal at %" PRId64 ", %s", d->durable_seq,

@@ -713,3 +713,35 @@ int journal_prune(struct state *s, int64_t upto, int retention_s,
                                 upto, cutoff, NULL, e);
     return state_tx_leave(s, own, rc, e);
 }
+
+int journal_prune_some(struct state *s, int64_t upto, int retention_s, int64_t max_txns,
+                       struct err *e)
+{
+    sqlite3_stmt *st;
+    int64_t first = 0, first_at = 0;
+    int rc = journal_flush(s, e);
+
+    if (rc < 0 || (rc = state_stmt(s, ST_J_FIRST_COMMIT,
+                                   "SELECT commit_seq, committed_at_us FROM journal_txn"
+                                   " WHERE commit_seq IS NOT NULL ORDER BY commit_seq LIMIT 1",
+                                   &st, e)) < 0)
+        return rc;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        first = sqlite3_column_int64(st, 0);
+        first_at = sqlite3_column_int64(st, 1);
+        rc = 0;
+    } else if (rc == SQLITE_DONE) {
+        rc = 0;
+    } else {
+        rc = state_sqlerr(s, e, rc, "journal: first committed transaction");
+    }
+    state_stmt_done(s, ST_J_FIRST_COMMIT, st);
+    /* Nothing committed, or even the oldest is inside the retention window. */
+    if (rc < 0 || first == 0 || first > upto ||
+        first_at > state_now_us(s) - (int64_t)retention_s * 1000000)
+        return rc;
+    if (upto > first + max_txns - 1)
+        upto = first + max_txns - 1;
+    return journal_prune(s, upto, retention_s, e);
+}

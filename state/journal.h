@@ -116,4 +116,10 @@ int journal_endpoint_stats(struct state *s, const char *endpoint,
 int journal_prune(struct state *s, int64_t upto, int retention_s,
                   struct err *e);
 
+/* journal_prune of at most max_txns of the oldest committed transactions:
+ * the daemon's periodic prune, which must not stall its event loop on a
+ * long history. */
+int journal_prune_some(struct state *s, int64_t upto, int retention_s, int64_t max_txns,
+                       struct err *e);
+
 #endif

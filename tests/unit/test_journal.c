@@ -594,6 +594,38 @@ static void test_prune(void **ctx)
     assert_int_equal(journal_prune(fx->s, 5, -1, &e), -EINVAL);
 }
 
+/* The daemon's bounded prune: at most max_txns of the oldest, never past
+ * upto, and nothing while even the oldest is inside the window. */
+static void test_prune_some(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    int64_t t = 0, c = 0;
+
+    assert_int_equal(journal_prune_some(fx->s, 10, 60, 2, &e), 0);   /* empty */
+    for (int i = 1; i <= 5; i++)
+        journal_one(fx->s, "app", i, 2, NULL);
+    fx->now += INT64_C(30) * 1000000;
+    assert_int_equal(journal_prune_some(fx->s, 5, 60, 2, &e), 0);    /* too young */
+    assert_int_equal(journal_depth(fx->s, 0, &t, &c, &e), 0);
+    assert_int_equal(t, 5);
+    fx->now += INT64_C(60) * 1000000;
+    assert_int_equal(journal_prune_some(fx->s, 5, 60, 2, &e), 0);    /* seqs 1, 2 */
+    assert_int_equal(journal_depth(fx->s, 0, &t, &c, &e), 0);
+    assert_int_equal(t, 3);
+    assert_int_equal(c, 6);
+    assert_int_equal(journal_prune_some(fx->s, 3, 60, 2, &e), 0);    /* upto: seq 3 */
+    assert_int_equal(journal_depth(fx->s, 0, &t, &c, &e), 0);
+    assert_int_equal(t, 2);
+    assert_int_equal(journal_prune_some(fx->s, 3, 60, 2, &e), 0);    /* past upto: none */
+    assert_int_equal(journal_depth(fx->s, 0, &t, &c, &e), 0);
+    assert_int_equal(t, 2);
+    assert_int_equal(journal_prune_some(fx->s, 9, 60, 100, &e), 0);  /* the rest */
+    assert_int_equal(journal_depth(fx->s, 0, &t, &c, &e), 0);
+    assert_int_equal(t, 0);
+    assert_int_equal(c, 0);
+}
+
 /* Two open transactions whose changes interleave (two sources, each
  * spilling a large transaction): each scan sees its own changes in order,
  * and pruning the one that committed keeps every change of the other. */
@@ -1087,6 +1119,7 @@ int main(void)
         T(test_interleaved_txns),
         T(test_scan_seq_range),
         T(test_newest_open),
+        T(test_prune_some),
         T(test_decided_later),
         T(test_two_writers),
         T(test_crash_durability),
