@@ -498,12 +498,19 @@ static bool src_streaming(void *arg, const struct cfg_endpoint *ep)
 static void prune_journal(struct daemon *d)
 {
     struct err e = { 0 };
+    int rc = 0;
 
-    if (d->applied_min <= 0 || state_begin(d->st, &e) != 0 ||
-        journal_prune_some(d->st, d->applied_min, d->cfg->state_retention_s,
-                           PRUNE_MAX_TXNS, &e) != 0)
+    /* Transactions a reconnect cut short: their source resends them. */
+    for (int i = 0; i < d->neps && rc >= 0; i++)
+        if (d->eps[i].src && (rc = state_begin(d->st, &e)) == 0)
+            rc = journal_drop_open(d->st, d->eps[i].ep->name,
+                                   pgsrc_journal_txn(d->eps[i].src), &e);
+    if (rc >= 0 && d->applied_min > 0 && (rc = state_begin(d->st, &e)) == 0)
+        rc = journal_prune_some(d->st, d->applied_min, d->cfg->state_retention_s,
+                                PRUNE_MAX_TXNS, &e);
+    if (rc < 0)
         log_warn("daemon", "cannot prune the journal; the state file keeps growing until"
-                 " a prune succeeds", "err", e.msg[0] ? e.msg : "nothing applied yet");
+                 " a prune succeeds", "err", e.msg);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -517,7 +524,7 @@ static void on_tick(uv_timer_t *t)
 
     update_health(d);
     export_metrics(d);
-    if (!d->stopping && d->applied_min > 0)
+    if (!d->stopping)
         prune_journal(d);
     if (d->backfill != NULL && !d->stopping)
         backfill_tick(d->backfill, src_streaming, d);

@@ -91,36 +91,60 @@ static int journal_txn_id(struct state *s, int64_t *out, struct err *e)
                           "journal: read last transaction id");
 }
 
+/* Deletes the uncommitted transactions of endpoint (NULL: of every
+ * endpoint) but keep, with their changes; returns how many, or negative.
+ * An open transaction's changes have sequences from its first_seq on,
+ * which bounds the scan (changes have no index by transaction). */
+static int drop_open_txns(struct state *s, const char *endpoint, int64_t keep,
+                          struct err *e)
+{
+    int rc = state_write(s, ST_J_RECOVER_CHANGES,
+                         "DELETE FROM journal_change WHERE seq >="
+                         " (SELECT coalesce(min(first_seq), 9223372036854775807)"
+                         "  FROM journal_txn WHERE commit_seq IS NULL"
+                         "  AND (?1 IS NULL OR endpoint = ?1) AND txn != ?2)"
+                         " AND txn IN (SELECT txn FROM journal_txn WHERE commit_seq IS NULL"
+                         "  AND (?1 IS NULL OR endpoint = ?1) AND txn != ?2)",
+                         e, "journal: delete uncommitted changes", "tl", endpoint, keep);
+
+    if (rc == 0)
+        rc = state_write(s, ST_J_RECOVER_TXNS,
+                         "DELETE FROM journal_txn WHERE commit_seq IS NULL"
+                         " AND (?1 IS NULL OR endpoint = ?1) AND txn != ?2",
+                         e, "journal: delete uncommitted transactions", "tl", endpoint, keep);
+    return rc < 0 ? rc : sqlite3_changes(s->db);
+}
+
 int journal_recover(struct state *s, struct err *e)
 {
-    sqlite3_stmt *st;
     bool own;
-    int n = 0;
-    int rc = state_tx_enter(s, &own, e);
+    int rc = state_tx_enter(s, &own, e), n = 0;
 
     if (rc < 0)
         return rc;
-    rc = state_stmt(s, ST_J_RECOVER_CHANGES,
-                    "DELETE FROM journal_change WHERE seq >="
-                    " (SELECT coalesce(min(first_seq), 9223372036854775807)"
-                    "  FROM journal_txn WHERE commit_seq IS NULL)"
-                    " AND txn IN (SELECT txn FROM journal_txn WHERE commit_seq IS NULL)",
-                    &st, e);
-    if (rc == 0) {
-        rc = state_step_done(s, st, e, "journal recover: delete uncommitted changes");
-        state_stmt_done(s, ST_J_RECOVER_CHANGES, st);
-    }
-    if (rc == 0)
-        rc = state_stmt(s, ST_J_RECOVER_TXNS,
-                        "DELETE FROM journal_txn WHERE commit_seq IS NULL", &st, e);
-    if (rc == 0) {
-        rc = state_step_done(s, st, e, "journal recover: delete uncommitted transactions");
-        if (rc == 0)
-            n = sqlite3_changes(s->db);
-        state_stmt_done(s, ST_J_RECOVER_TXNS, st);
+    if ((rc = journal_flush(s, e)) == 0 && (rc = drop_open_txns(s, NULL, 0, e)) >= 0) {
+        n = rc;
+        rc = 0;
     }
     rc = state_tx_leave(s, own, rc, e);
     return rc < 0 ? rc : n;
+}
+
+int journal_drop_open(struct state *s, const char *endpoint, int64_t keep_txn,
+                      struct err *e)
+{
+    int64_t n = 0;
+    int rc = journal_flush(s, e);
+
+    /* Nearly always none: one indexed look-up before any delete. */
+    if (rc == 0)
+        rc = state_query_int64_args(s, ST_J_COUNT_OPEN,
+                                    "SELECT count(*) FROM journal_txn WHERE commit_seq IS NULL"
+                                    " AND endpoint = ?1 AND txn != ?2", &n, e,
+                                    "journal: abandoned transactions", "tl", endpoint, keep_txn);
+    if (rc < 0 || n == 0)
+        return rc;
+    return drop_open_txns(s, endpoint, keep_txn, e);
 }
 
 int journal_txn_open(struct state *s, const char *endpoint, int64_t source_xid,

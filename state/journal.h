@@ -32,6 +32,12 @@ struct journal_txn_info {
  * a negative errno. */
 int journal_recover(struct state *s, struct err *e);
 
+/* Deletes endpoint's uncommitted transactions other than keep_txn (its
+ * source's current one; 0: none): transactions a reconnect cut short,
+ * which the source resends as new ones. Returns how many, or negative. */
+int journal_drop_open(struct state *s, const char *endpoint, int64_t keep_txn,
+                      struct err *e);
+
 /* Opens a source transaction; *txn receives its id. Must run inside
  * state_begin/state_commit. */
 int journal_txn_open(struct state *s, const char *endpoint, int64_t source_xid,

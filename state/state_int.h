@@ -36,6 +36,7 @@ enum state_stmt_id {
     ST_J_NEWEST_OPEN,
     ST_J_DECIDED_LATER,
     ST_J_FIRST_COMMIT,
+    ST_J_COUNT_OPEN,
     ST_J_SCAN_TXNS,
     ST_J_SCAN_CHANGES,
     ST_J_SCAN_RANGE,

@@ -889,6 +889,11 @@ bool pgsrc_in_journal_txn(const struct pgsrc *p)
     return p->txn != 0;
 }
 
+int64_t pgsrc_journal_txn(const struct pgsrc *p)
+{
+    return p->txn;
+}
+
 bool pgsrc_streaming(const struct pgsrc *p)
 {
     return p->state == SRC_STREAMING;

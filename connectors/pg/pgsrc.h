@@ -82,6 +82,10 @@ bool pgsrc_streaming(const struct pgsrc *p);
  * received): a writer may apply it early. */
 bool pgsrc_in_journal_txn(const struct pgsrc *p);
 
+/* The journal transaction being written (0: none): any other uncommitted
+ * one of this endpoint was cut short by a reconnect. */
+int64_t pgsrc_journal_txn(const struct pgsrc *p);
+
 /* Sends a final status update, closes the connection and the handles;
  * done(arg) runs once everything is closed and p is freed. */
 void pgsrc_close(struct pgsrc *p, void (*done)(void *arg), void *arg);

@@ -64,6 +64,8 @@ wait $WRITER
 wait_for "the resent transaction on B" 180 b_count_is $((BIG + CUT))
 check "the sink dropped the transaction cut short" \
   grep -q 'the source cut short a transaction applied early' "$WORK/tandem.log"
+no_open_txn() { [ "$(sq "select count(*) from journal_txn where commit_seq is null")" = 0 ]; }
+wait_for "the journal rid of the transaction cut short (no restart needed)" 15 no_open_txn
 expect_eq "B equals A after the reconnect" "$(table_md5 A t 'id, v, n')" "$(table_md5 B t 'id, v, n')"
 expect_eq "no row of the resent transaction written twice" 0 \
   "$(psql_on B -c "select count(*) from t where applied <> 1")"

@@ -594,6 +594,43 @@ static void test_prune(void **ctx)
     assert_int_equal(journal_prune(fx->s, 5, -1, &e), -EINVAL);
 }
 
+/* Transactions a reconnect cut short go; the source's current one, other
+ * endpoints' and committed ones stay, with their changes. */
+static void test_drop_open(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct change c = { .mapping = "m", .op = CHANGE_INSERT, .key = "[\"1\"]", .fields = "{}" };
+    struct changes cs = {0};
+    int64_t cut = 0, cur = 0, other = 0, done = 0, t = 0, n = 0;
+
+    journal_one(fx->s, "app", 1, 2, &done);
+    assert_int_equal(state_begin(fx->s, &e), 0);
+    assert_int_equal(journal_txn_open(fx->s, "app", 2, 0, 0, &cut, &e), 0);
+    assert_int_equal(journal_append(fx->s, cut, &c, &e), 0);
+    assert_int_equal(journal_txn_open(fx->s, "crm", 3, 0, 0, &other, &e), 0);
+    assert_int_equal(journal_append(fx->s, other, &c, &e), 0);
+    assert_int_equal(journal_txn_open(fx->s, "app", 4, 0, 0, &cur, &e), 0);
+    assert_int_equal(journal_append(fx->s, cur, &c, &e), 0);
+    assert_int_equal(state_commit(fx->s, &e), 0);
+    assert_int_equal(journal_drop_open(fx->s, "app", cur, &e), 1);
+    assert_int_equal(journal_scan_changes(fx->s, cut, collect_change, &cs, &e), 0);
+    assert_int_equal(cs.n, 0);
+    for (int64_t *x = (int64_t[]){ done, other, cur, 0 }; *x != 0; x++) {
+        cs.n = 0;
+        assert_int_equal(journal_scan_changes(fx->s, *x, collect_change, &cs, &e), 0);
+        assert_true(cs.n >= 1);
+    }
+    assert_int_equal(journal_drop_open(fx->s, "app", cur, &e), 0);
+    assert_int_equal(journal_drop_open(fx->s, "app", 0, &e), 1);    /* cur cut short too */
+    assert_int_equal(journal_newest_open(fx->s, "app", &t, &e), 0);
+    assert_int_equal(t, 0);
+    assert_int_equal(journal_newest_open(fx->s, "crm", &t, &e), 0);
+    assert_int_equal(t, other);
+    assert_int_equal(journal_depth(fx->s, 0, &n, NULL, &e), 0);
+    assert_int_equal(n, 1);                                         /* the committed one */
+}
+
 /* The daemon's bounded prune: at most max_txns of the oldest, never past
  * upto, and nothing while even the oldest is inside the window. */
 static void test_prune_some(void **ctx)
@@ -1120,6 +1157,7 @@ int main(void)
         T(test_scan_seq_range),
         T(test_newest_open),
         T(test_prune_some),
+        T(test_drop_open),
         T(test_decided_later),
         T(test_two_writers),
         T(test_crash_durability),
