@@ -134,6 +134,7 @@ int journal_drop_open(struct state *s, const char *endpoint, int64_t keep_txn,
                       struct err *e)
 {
     int64_t n = 0;
+    bool own;
     int rc = journal_flush(s, e);
 
     /* Nearly always none: one indexed look-up before any delete. */
@@ -144,7 +145,10 @@ int journal_drop_open(struct state *s, const char *endpoint, int64_t keep_txn,
                                     "journal: abandoned transactions", "tl", endpoint, keep_txn);
     if (rc < 0 || n == 0)
         return rc;
-    return drop_open_txns(s, endpoint, keep_txn, e);
+    if ((rc = state_tx_enter(s, &own, e)) < 0)
+        return rc;
+    rc = drop_open_txns(s, endpoint, keep_txn, e);
+    return state_tx_leave(s, own, rc, e);
 }
 
 int journal_txn_open(struct state *s, const char *endpoint, int64_t source_xid,
