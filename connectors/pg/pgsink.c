@@ -1926,7 +1926,8 @@ static void on_sync(struct pgsink *s)
                  "commit_timestamps", s->track_ts ? "on" : "off");
         if (!s->track_ts)
             log_warn("pgsink", "track_commit_timestamp is off: conflicts cannot compare"
-                     " the target row's version and the incoming change wins; set"
+                     " the target row's version and the incoming change wins, and after"
+                     " a crash a row tandem wrote last may be taken for a conflict; set"
                      " track_commit_timestamp = on", "endpoint", s->ep->name);
         if (s->hooks.on_connection)
             s->hooks.on_connection(s->hooks.arg, s, true);
