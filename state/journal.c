@@ -704,6 +704,12 @@ static int journal_prune_mark(struct state *s, int64_t max, struct err *e)
     return rc;
 }
 
+/* Transactions committed before this time are past the retention window. */
+static int64_t prune_cutoff(struct state *s, int retention_s)
+{
+    return state_now_us(s) - (int64_t)retention_s * 1000000;
+}
+
 int journal_prune(struct state *s, int64_t upto, int retention_s,
                   struct err *e)
 {
@@ -714,7 +720,7 @@ int journal_prune(struct state *s, int64_t upto, int retention_s,
     if (retention_s < 0)
         return err_set(e, -EINVAL, "journal prune: negative retention %d",
                        retention_s);
-    cutoff = state_now_us(s) - (int64_t)retention_s * 1000000;
+    cutoff = prune_cutoff(s, retention_s);
     rc = state_tx_enter(s, &own, e);
     if (rc < 0)
         return rc;
@@ -767,7 +773,7 @@ int journal_prune_some(struct state *s, int64_t upto, int retention_s, int64_t m
     state_stmt_done(s, ST_J_FIRST_COMMIT, st);
     /* Nothing committed, or even the oldest is inside the retention window. */
     if (rc < 0 || first == 0 || first > upto ||
-        first_at > state_now_us(s) - (int64_t)retention_s * 1000000)
+        first_at > prune_cutoff(s, retention_s))
         return rc;
     if (upto > first + max_txns - 1)
         upto = first + max_txns - 1;

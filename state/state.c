@@ -1000,14 +1000,23 @@ int state_checkpoint_elsewhere(struct state *s, struct err *e)
     return 0;
 }
 
+/* A PASSIVE checkpoint of db's WAL. SQLITE_BUSY (another connection is
+ * checkpointing, a command's closing) counts as done: the next one copies
+ * what this one could not. */
+static int checkpoint_passive(sqlite3 *db)
+{
+    int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+
+    return rc == SQLITE_BUSY ? SQLITE_OK : rc;
+}
+
 int state_checkpoint_here(struct state *s, struct err *e)
 {
     int rc;
 
     if (state_in_txn(s))
         return err_set(e, -EBUSY, "state %s: checkpoint inside a transaction", s->path);
-    rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+    if ((rc = checkpoint_passive(s->db)) != SQLITE_OK)
         return state_sqlerr(s, e, rc, "state %s: checkpoint", s->path);
     return 0;
 }
@@ -1040,9 +1049,7 @@ int state_ckpt_run(struct state_ckpt **ck, const char *path, struct err *e)
             return -EIO;
         }
     }
-    rc = sqlite3_wal_checkpoint_v2((*ck)->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-    /* BUSY: another checkpoint runs (a command's connection closing). */
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+    if (checkpoint_passive((*ck)->db) != SQLITE_OK)
         return err_set(e, -EIO, "state %s: checkpoint: %s", path, sqlite3_errmsg((*ck)->db));
     return 0;
 }
