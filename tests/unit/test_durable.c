@@ -152,6 +152,19 @@ static void remove_state_files(struct fx *fx)
     }
 }
 
+/* The state as the daemon opens it: exclusive, commits synced elsewhere,
+ * checkpoints left to the worker. */
+static struct state *daemon_state(struct fx *fx)
+{
+    struct state *st = NULL;
+    struct err e = { 0 };
+
+    assert_int_equal(state_open(&st, fx->state, STATE_EXCLUSIVE, &e), 0);
+    assert_int_equal(state_checkpoint_elsewhere(st, &e), 0);
+    assert_int_equal(state_set_synchronous(st, false, &e), 0);
+    return st;
+}
+
 static void test_checkpoint_elsewhere(void **ctx)
 {
     struct fx *fx = *ctx;
@@ -160,9 +173,7 @@ static void test_checkpoint_elsewhere(void **ctx)
     struct err e = { 0 };
     int before;
 
-    assert_int_equal(state_open(&st, fx->state, STATE_EXCLUSIVE, &e), 0);
-    assert_int_equal(state_checkpoint_elsewhere(st, &e), 0);
-    assert_int_equal(state_set_synchronous(st, false, &e), 0);
+    st = daemon_state(fx);
     /* Past SQLite's autocheckpoint size, and nothing checkpointed it. */
     commit_rows(st, 0, 2400);
     before = state_wal_frames(st);
@@ -192,9 +203,7 @@ static void test_checkpoint_here(void **ctx)
     struct state *st = NULL;
     struct err e = { 0 };
 
-    assert_int_equal(state_open(&st, fx->state, STATE_EXCLUSIVE, &e), 0);
-    assert_int_equal(state_checkpoint_elsewhere(st, &e), 0);
-    assert_int_equal(state_set_synchronous(st, false, &e), 0);
+    st = daemon_state(fx);
     commit_rows(st, 0, 400);
     assert_true(state_wal_frames(st) > 150);
     assert_int_equal(state_begin(st, &e), 0);
