@@ -8,6 +8,13 @@
 
 #include "state_int.h"
 
+/* The shadow is keyed by (mapping, klen, key) (schema 7): klen, the key
+ * text's length in bytes, makes integer keys sort by value. */
+static int64_t key_len(const char *key)
+{
+    return (int64_t)strlen(key);
+}
+
 /* Fills sh from columns hash, fields, version_a_us, version_b_us,
  * tombstone starting at col; fields borrowed (not copied). */
 static int shadow_row(struct state *s, sqlite3_stmt *st, int col,
@@ -46,10 +53,11 @@ int shadow_get(struct state *s, const char *mapping, const char *key,
         return rc;
     rc = state_stmt(s, ST_SH_GET,
                     "SELECT hash, fields, version_a_us, version_b_us, tombstone"
-                    " FROM shadow WHERE mapping = ?1 AND key = ?2", &st, e);
+                    " FROM shadow WHERE mapping = ?1 AND klen = ?3 AND key = ?2",
+                    &st, e);
     if (rc < 0)
         return rc;
-    rc = state_bind(s, st, e, "shadow get", "tt", mapping, key);
+    rc = state_bind(s, st, e, "shadow get", "ttl", mapping, key, key_len(key));
     if (rc == 0) {
         rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
@@ -75,10 +83,10 @@ int shadow_get(struct state *s, const char *mapping, const char *key,
 /* The rows of a batch are all for one side: the side names which version
  * an existing shadow takes (the other keeps its own). */
 #define PUT_SIDE_HEAD \
-    "INSERT INTO shadow (mapping, key, hash, fields, version_a_us," \
+    "INSERT INTO shadow (mapping, klen, key, hash, fields, version_a_us," \
     " version_b_us, tombstone, updated_at_us) VALUES "
 #define PUT_SIDE_TAIL(take) \
-    " ON CONFLICT (mapping, key) DO UPDATE SET" \
+    " ON CONFLICT (mapping, klen, key) DO UPDATE SET" \
     " hash = excluded.hash, fields = excluded.fields," \
     " " take " = excluded." take "," \
     " tombstone = excluded.tombstone, updated_at_us = excluded.updated_at_us"
@@ -108,7 +116,7 @@ int shadow_put_side(struct state *s, const char *mapping, const char *key,
         return rc;
     b->tag = side;
     /* A new shadow has 0 for the other side's version. */
-    if (rowbatch_add(b, "ttttllll", mapping, key, sh->hash, sh->fields,
+    if (rowbatch_add(b, "tltttllll", mapping, key_len(key), key, sh->hash, sh->fields,
                      side == 'a' ? sh->version_a_us : (int64_t)0,
                      side == 'b' ? sh->version_b_us : (int64_t)0,
                      (int64_t)(sh->tombstone ? 1 : 0), state_now_us(s)) != 0)
@@ -133,9 +141,9 @@ int shadow_put(struct state *s, const char *mapping, const char *key,
         return rc;
     rc = state_stmt(s, ST_SH_PUT,
                     "INSERT INTO shadow (mapping, key, hash, fields, version_a_us,"
-                    " version_b_us, tombstone, updated_at_us)"
-                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-                    " ON CONFLICT (mapping, key) DO UPDATE SET"
+                    " version_b_us, tombstone, updated_at_us, klen)"
+                    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                    " ON CONFLICT (mapping, klen, key) DO UPDATE SET"
                     " hash = excluded.hash, fields = excluded.fields,"
                     " version_a_us = excluded.version_a_us,"
                     " version_b_us = excluded.version_b_us,"
@@ -143,9 +151,9 @@ int shadow_put(struct state *s, const char *mapping, const char *key,
                     " updated_at_us = excluded.updated_at_us", &st, e);
     if (rc < 0)
         return rc;
-    rc = state_bind(s, st, e, "shadow put", "ttttllbl", mapping, key, sh->hash,
+    rc = state_bind(s, st, e, "shadow put", "ttttllbll", mapping, key, sh->hash,
                     sh->fields, sh->version_a_us, sh->version_b_us,
-                    (int)sh->tombstone, state_now_us(s));
+                    (int)sh->tombstone, state_now_us(s), key_len(key));
     if (rc == 0)
         rc = state_step_done(s, st, e, "shadow put");
     state_stmt_done(s, ST_SH_PUT, st);
@@ -190,7 +198,8 @@ int shadow_delete(struct state *s, const char *mapping, const char *key,
     if (rc < 0)
         return rc;
     return shadow_delete2(s, ST_SH_DELETE,
-                          "DELETE FROM shadow WHERE mapping = ?1 AND key = ?2",
+                          "DELETE FROM shadow WHERE mapping = ?1"
+                          " AND klen = length(CAST(?2 AS BLOB)) AND key = ?2",
                           mapping, key, e, "shadow delete");
 }
 
@@ -207,8 +216,9 @@ int shadow_scan(struct state *s, const char *mapping, const char *after_key,
         return rc;
     rc = state_stmt(s, ST_SH_SCAN,
                     "SELECT key, hash, fields, version_a_us, version_b_us, tombstone"
-                    " FROM shadow WHERE mapping = ?1 AND (?2 IS NULL OR key > ?2)"
-                    " ORDER BY key LIMIT ?3", &st, e);
+                    " FROM shadow WHERE mapping = ?1 AND (?2 IS NULL OR"
+                    " (klen, key) > (length(CAST(?2 AS BLOB)), ?2))"
+                    " ORDER BY klen, key LIMIT ?3", &st, e);
     if (rc < 0)
         return rc;
     rc = state_bind(s, st, e, "shadow scan", "ttl", mapping, after_key,

@@ -40,8 +40,9 @@ void shadow_clear(struct shadow *sh);
 int shadow_delete(struct state *s, const char *mapping, const char *key,
                   struct err *e);
 
-/* Calls fn for the shadows of mapping in key order (byte order of the
- * canonical key text), starting after after_key (NULL = from the start),
+/* Calls fn for the shadows of mapping in key order (shorter canonical key
+ * texts first, then byte order: integer keys in value order), starting
+ * after after_key (NULL = from the start),
  * at most limit (0 = all), so reconcile can walk a mapping in chunks. key
  * and sh (including sh->fields) are borrowed until fn returns: do not
  * shadow_clear them. Nonzero from fn stops the scan and is returned. */

@@ -10,7 +10,7 @@
 
 #include "../daemon/err.h"
 
-#define STATE_SCHEMA_VERSION 6
+#define STATE_SCHEMA_VERSION 7
 
 struct state;
 

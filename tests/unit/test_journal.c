@@ -885,7 +885,8 @@ static void test_two_writers(void **ctx)
 }
 
 /* A schema 4 file (AUTOINCREMENT change sequences, the newest pruned)
- * keeps its changes and shadow through the moves to schemas 5 and 6, and the next
+ * keeps its changes and shadow through the moves to schemas 5, 6 and 7 (the
+ * shadow rekeyed by key length and key), and the next
  * change sequence continues after the highest ever given out. */
 static void test_migrate_from_v4(void **ctx)
 {
