@@ -139,13 +139,7 @@ void pgstmt_sql(PGconn *conn, bool track_ts, unsigned own_origin,
     add_row_json(conn, b, sh);
     strbuf_adds(b, " END AS cur_row FROM ");
     strbuf_adds(b, tbl);
-    strbuf_adds(b, " WHERE true");
-    for (size_t i = 0; i < sh->nkey; i++) {
-        strbuf_adds(b, " AND ");
-        pgbatch_add_ident(b, conn, sh->keycols[i]);
-        strbuf_adds(b, " = ");
-        pgbatch_add_param(b, i + 1);
-    }
+    add_key_where(conn, b, sh);     /* a mapping has at least one key */
     /* $mode: 0 last write wins, 1 incoming wins, 2 target kept (see
      * conflict_mode). */
     strbuf_adds(b, " FOR UPDATE), ok AS (SELECT c_tid FROM cur WHERE clean OR ");
