@@ -105,6 +105,7 @@ struct pgsink {
     int64_t durable_seq;        /* may be applied up to here */
     uint64_t synced_gen;        /* state commits on disk (pgsink_state_synced) */
     uint64_t hold_gen;          /* no target COMMIT before this one is */
+    int stmts_out;              /* Q_STMT entries waiting for their answer */
     int64_t fed_seq;            /* last journal txn fully sent */
     int64_t cur_txn, cur_txn_seq, cur_after, cur_ts_us;
     int64_t group_last_seq, group_ts_us;
@@ -176,6 +177,7 @@ struct pgsink {
 static void sink_connect(struct pgsink *s);
 static void sink_fail(struct pgsink *s, const char *what, const char *detail);
 static void feed(struct pgsink *s);
+static void hold_commit_until_saved(struct pgsink *s);
 static void fast_reset(struct pgsink *s);
 static bool held_by_parked_key(struct pgsink *s, const struct change *c, bool *retrying);
 static void wait_for_parent(struct pgsink *s, const struct q_entry *q, const char *msg);
@@ -202,6 +204,8 @@ static struct q_entry *q_push(struct pgsink *s, enum q_kind kind)
     e = &s->q[(s->qhead + s->qlen++) % s->qcap];
     memset(e, 0, sizeof(*e));
     e->kind = kind;
+    if (kind == Q_STMT)
+        s->stmts_out++;
     return e;
 }
 
@@ -228,6 +232,8 @@ static struct q_entry *q_tail(struct pgsink *s)
 
 static void q_pop(struct pgsink *s)
 {
+    if (s->q[s->qhead].kind == Q_STMT)
+        s->stmts_out--;
     q_entry_free(&s->q[s->qhead]);
     s->qhead = (s->qhead + 1) % s->qcap;
     s->qlen--;
@@ -1138,15 +1144,22 @@ static void feed(struct pgsink *s)
              * before the state holds what this transaction left out. */
             bool may_commit = s->in_txn && s->early_txn == 0 && !s->abandoning &&
                               s->synced_gen >= s->hold_gen;
+            /* Nor before every conditional statement answered: an answer
+             * may record a conflict, park a key or journal a result for
+             * the other side, which must be saved first (after a crash
+             * the target's progress would pass the change without it). */
+            bool answered = s->stmts_out == 0;
 
             if (may_commit && s->group_changes >= GROUP_CHANGES) {
+                if (!answered)
+                    break;      /* on_readable feeds again */
                 if (send_commit(s) != 0)
                     goto fail;
                 continue;
             }
             if (!next_txn(s) && !next_open_txn(s)) {
                 /* (not when next_txn just abandoned an early transaction) */
-                if (may_commit && !s->abandoning && send_commit(s) != 0)
+                if (may_commit && answered && !s->abandoning && send_commit(s) != 0)
                     goto fail;
                 break;
             }
@@ -1289,6 +1302,7 @@ static void record_conflict(struct pgsink *s, const struct q_entry *q,
     if (state_begin(s->st, NULL) != 0 || conflict_record(s->st, &c, NULL) != 0)
         log_error("pgsink", "cannot record a conflict", "endpoint", s->ep->name,
                   "mapping", q->mapping, "key", q->key);
+    hold_commit_until_saved(s);
     log_warn("pgsink", "conflict decided", "endpoint", s->ep->name, "mapping",
              q->mapping, "key", q->key, "rule", rule);
     s->stats.conflicts++;
@@ -1312,6 +1326,9 @@ static void record_resolved(struct pgsink *s, const struct q_entry *q,
     if (resolve_log_conflict(s->st, &l, res, NULL) != 0)
         log_error("pgsink", "cannot record a conflict", "endpoint", s->ep->name,
                   "mapping", q->mapping, "key", q->key);
+    /* With what resolve_here writes after it (shadow, parked key, the
+     * result journaled for the source side). */
+    hold_commit_until_saved(s);
     log_warn("pgsink", res->outcome == RESOLVE_PARK ? "conflict parked until an operator"
              " decides" : "conflict decided", "endpoint", s->ep->name, "mapping", q->mapping,
              "key", q->key, "strategy", config_strategy_name(m->strategy), "rule",
