@@ -49,11 +49,14 @@ void log_redact(char *s, size_t cap)
     for (int i = 0; i < L.nsecrets; i++) {
         const char *sec = L.secrets[i];
         size_t n = strlen(sec);
-        char *p;
+        char *p = s;
 
-        while ((p = strstr(s, sec)) != NULL) {
+        /* On after each mask, never back into it: a secret that is itself
+         * "***" (a placeholder password) would match its mask forever. */
+        while ((p = strstr(p, sec)) != NULL) {
             memcpy(p, "***", 3);
             memmove(p + 3, p + n, strlen(p + n) + 1);
+            p += 3;
         }
     }
 }

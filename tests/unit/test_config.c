@@ -644,6 +644,22 @@ static void test_secrets_registered(void **state)
     assert_non_null(strstr(out, "\"hdr\":\"T ***\""));
 }
 
+/* A placeholder password "***" is a secret like any other; log_redact()
+ * once masked it with "***" and searched again from the start, so a
+ * config error quoting it never returned (found adding fuzz_config). */
+#define STARS_CFG(top) "{'name': 'p', 'endpoints': {'a': {'kind': 'postgres', " \
+    "'conninfo': 'dbname=a', 'password': '***'}, 'b': {'kind': 'postgres', " \
+    "'conninfo': 'dbname=b'}}, 'mappings': [" MAP("m", "") "]" top "}"
+
+static void test_placeholder_secret(void **state)
+{
+    assert_loads(STARS_CFG(""));
+    assert_string_equal(config_endpoint(C, "a")->password, "***");
+    assert_true(has_secret("***"));
+    assert_fails(STARS_CFG(", '***': 1"));
+    assert_line("$['***']: unknown key");
+}
+
 static int load_raw(const char *json)
 {
     config_free(C);
@@ -970,6 +986,7 @@ int main(void)
         cmocka_unit_test_teardown(test_missing_env_var, teardown),
         cmocka_unit_test_teardown(test_file_substitution, teardown),
         cmocka_unit_test_teardown(test_secrets_registered, teardown),
+        cmocka_unit_test_teardown(test_placeholder_secret, teardown),
         cmocka_unit_test_teardown(test_conninfo_password, teardown),
         cmocka_unit_test_teardown(test_duplicate_mapping_names, teardown),
         cmocka_unit_test_teardown(test_unknown_strategy, teardown),
