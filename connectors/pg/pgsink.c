@@ -1,3 +1,6 @@
+/* pgsink.c: the PostgreSQL writer (pgsink.h): feeds journal transactions
+ * through a libpq pipeline, reads the answers, keeps the connection.
+ * Conflicts on a changed target row: pgsink_conflict.c. */
 #include "pgsink.h"
 
 #include <inttypes.h>
@@ -13,16 +16,13 @@
 #include "../../resolver/canon.h"
 #include "../../resolver/flatobj.h"
 #include "../../resolver/resolver.h"
-#include "../../state/conflicts.h"
 #include "../../state/dlq.h"
 #include "../../state/journal.h"
 #include "../../state/shadow.h"
-#include "nameidx.h"
-#include "pgbatch.h"
-#include "pgstmt.h"
 #include "pgconn.h"
 #include "pgoutput.h"
-#include "pgwatch.h"
+#include "pgsink_int.h"
+#include "pgstmt.h"
 
 #define WINDOW 4000            /* queries in flight */
 #define SLICE 500              /* changes read from the journal at once */
@@ -30,158 +30,12 @@
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
 
-enum sink_state { SK_IDLE, SK_CONNECTING, SK_SETUP, SK_READY, SK_CLOSING };
-
-enum q_kind { Q_SETUP, Q_PROGRESS, Q_TRACKTS, Q_PREPARE, Q_BEGIN, Q_STMT,
-              Q_PLAIN, Q_XACT, Q_COMMIT, Q_SYNC, Q_FAST, Q_FAST_UPDATE,
-              Q_FAST_UPDATES, Q_TYPES, Q_ABANDON };
-
-/* One query sent and not yet answered. */
-struct q_entry {
-    enum q_kind kind;
-    int64_t seq;                /* Q_STMT: journal change */
-    int64_t commit_seq;         /* Q_COMMIT: last journal txn of the group */
-    char op;
-    bool had_base;
-    bool resolve;               /* a conflict is decided by the resolver here */
-    bool retrying;              /* a replay of a change that waited for its parent */
-    bool stale;                 /* sent after a failed segment: it ran in the
-                                 * aborted transaction, its outcome means nothing */
-    int64_t version_us;
-    char *mapping, *key, *incoming, *base, *source;  /* Q_STMT, owned */
-};
-
-/* The next journal transactions to apply, read ahead (next_txn). */
-#define TXNS_AHEAD 256
-struct txn_pick {
-    int64_t txn, commit_seq, ts;
-    int64_t first_seq, last_seq, nchanges;
-};
-struct txns_ahead {
-    struct txn_pick t[TXNS_AHEAD];
-    int n, at;
-    int64_t after;              /* the commit_seq before t[at] */
-    int64_t durable;            /* durable_seq when read */
-};
-
-struct stmt {
-    char *sig;
-    char name[24];
-};
-
-/* One target table's columns and their SQL types (format_type). */
-struct coltypes {
-    const struct cfg_mapping *m;
-    const struct cfg_side *t;
-    size_t n;
-    char **names, **types;
-    struct nameidx idx;         /* over names */
-};
-
-/* Per mapping (in config order): its side-a field names, indexed. */
-struct fieldnames {
-    const char **names;
-    struct nameidx idx;
-};
-
-struct pgsink {
-    uv_loop_t *loop;
-    const struct config *cfg;
-    const struct cfg_endpoint *ep;
-    struct state *st;
-    struct pgsink_hooks hooks;
-    enum sink_state state;
-    PGconn *conn;
-    struct pgwatch watch;
-    uv_timer_t retry_timer, feed_timer;
-    unsigned backoff_ms;
-    int pending_closes;
-    void (*closed)(void *);
-    void *closed_arg;
-    bool track_ts;
-    unsigned origin_id;         /* our origin's roident, 0 unknown */
-    /* progress */
-    int64_t applied_seq;        /* committed in the target */
-    int64_t durable_seq;        /* may be applied up to here */
-    uint64_t synced_gen;        /* state commits on disk (pgsink_state_synced) */
-    uint64_t hold_gen;          /* no target COMMIT before this one is */
-    int stmts_out;              /* Q_STMT entries waiting for their answer */
-    int64_t fed_seq;            /* last journal txn fully sent */
-    int64_t cur_txn, cur_txn_seq, cur_after, cur_ts_us;
-    int64_t group_last_seq, group_ts_us;
-    bool in_txn;
-    bool hold;                  /* feeding paused until feed_timer */
-    bool parked_any;            /* some key is parked: check each change */
-    /* A change whose conflict the resolver decides (field_merge, plugin)
-     * is a barrier: nothing more is sent until its result is in, so the
-     * decision can be written in the same target transaction, in order. */
-    int64_t barrier_seq;
-    struct resolver_plugin_cache *plugins;
-    /* Changes waiting for a parent (foreign key): replayed by parent_timer. */
-    bool waiting_any;
-    uint64_t waiting_applied;   /* stats.applied at the last replay */
-    uint64_t waiting_pass_ms;
-    uv_timer_t parent_timer;
-    /* Inserts of new keys travel as multi-row INSERTs (the common bulk
-     * case); one that hits an existing key fails the target transaction,
-     * which is then redone with conditional writes up to careful_until. */
-    int64_t careful_until;
-    int64_t careful_txn;        /* ... and this journal txn (one applied early) */
-    /* Early apply: with a single PostgreSQL source, the changes of the
-     * source transaction being journaled are sent into the open target
-     * transaction before its commit is journaled (a large transaction is
-     * then applied while it is still arriving); the target COMMIT still
-     * waits for the journaled commit to be durable. cur_open: cur_txn is
-     * that open transaction. early_txn/early_after: what of it was sent
-     * when the scan caught up with the journal. A transaction the source
-     * cut short (it reconnected and resends it as a new one) is dropped:
-     * the target transaction is rolled back and redone. */
-    const char *early_source;   /* the single source, or NULL: no early apply */
-    bool cur_open;
-    int64_t early_txn, early_after, early_dead;
-    bool abandoning;            /* until the rollback of an abandoned one */
-    bool source_open;           /* pgsink_source_open */
-    struct pgbatch batch;
-    struct flatobj scan, base_scan;     /* the change being added */
-    /* The target tables' column types, for set-based updates (looked up
-     * at each connect; a column without one takes the per-row path). */
-    struct coltypes *types;
-    size_t ntypes;
-    struct fieldnames *fields;  /* cfg->nmappings of them */
-    uint64_t parked_checked_ms;
-    int group_changes;
-    struct txns_ahead ahead;
-    /* in-flight queue (ring) */
-    struct q_entry *q;
-    size_t qcap, qhead, qlen;
-    bool seg_failed;
-    char seg_error[512];
-    char seg_sqlstate[8];
-    /* transient failures of one change: attempts and first failure (ms) */
-    int64_t retry_seq;
-    int retry_attempts;
-    uint64_t retry_first_ms;
-    int64_t seg_error_seq;
-    struct q_entry seg_error_entry;
-    /* prepared statements */
-    struct stmt *stmts;
-    size_t nstmts;
-    unsigned stmt_counter;
-    /* changes the target rejected: skipped on redo */
-    int64_t *excluded;
-    size_t nexcluded;
-    struct strbuf sql;
-    struct pgsink_stats stats;
-};
 
 static void sink_connect(struct pgsink *s);
-static void sink_fail(struct pgsink *s, const char *what, const char *detail);
 static void feed(struct pgsink *s);
-static void hold_commit_until_saved(struct pgsink *s);
 static void fast_reset(struct pgsink *s);
 static bool held_by_parked_key(struct pgsink *s, const struct change *c, bool *retrying);
 static void wait_for_parent(struct pgsink *s, const struct q_entry *q, const char *msg);
-static void dead_letter(struct pgsink *s, const struct q_entry *q, const char *msg);
 
 /* ---- the in-flight queue ---- */
 
@@ -523,24 +377,8 @@ static bool resolved_in_c(const struct cfg_mapping *m)
     return m->strategy == CFG_STRAT_FIELD_MERGE || m->strategy == CFG_STRAT_PLUGIN;
 }
 
-/* One conditional write, as build_sql's statement takes it. */
-struct write_req {
-    const struct cfg_mapping *m;
-    const struct cfg_side *t;
-    int64_t seq;
-    char op;                    /* the change's op: I, U (upsert) or D */
-    const json_t *keyarr;       /* key column texts */
-    const json_t *fields;       /* {side-a name: text or null} */
-    const json_t *base;         /* what the target row must hold; NULL: none */
-    const json_t *unch;         /* fields the source did not send */
-    const char *mode;           /* see conflict_mode */
-    int64_t version_us;
-    const char *source;         /* the endpoint the change came from */
-    const char *mapping, *key, *incoming;
-    bool may_be_fast;           /* a journal change: the clean update may go alone */
-};
 
-static int send_write(struct pgsink *s, const struct write_req *w, struct err *e)
+int sink_send_write(struct pgsink *s, const struct write_req *w, struct err *e)
 {
     const char *keycols[64], *setcols[128], *basecols[128], *k, *name;
     struct pgstmt_shape sh = { w->m, w->t, w->op != CHANGE_DELETE ? 'U'
@@ -636,7 +474,7 @@ static int send_change(struct pgsink *s, const struct change *c,
         base = json_loads(c->old_fields, 0, NULL);
     }
     w.base = base;
-    if ((rc = send_write(s, &w, e)) == 0 && resolved_in_c(m)) {
+    if ((rc = sink_send_write(s, &w, e)) == 0 && resolved_in_c(m)) {
         q_tail(s)->resolve = true;
         s->barrier_seq = c->seq;
     }
@@ -1216,264 +1054,6 @@ static void on_feed_timer(uv_timer_t *t)
 
 /* ---- results ---- */
 
-/* Per-field decisions of a whole-record outcome (resolver.h's explain
- * form): every field of either side, taken from the winner ('a', 'b'), or
- * "both_equal"; winner 0: parked, nothing taken. Returns JSON text. */
-static char *whole_record_decisions(const char *a_text, const char *b_text, char winner,
-                                    const char *rule)
-{
-    json_t *a = a_text ? json_loads(a_text, 0, NULL) : NULL;
-    json_t *b = b_text ? json_loads(b_text, 0, NULL) : NULL;
-    json_t *names = json_object(), *out = json_array(), *v;
-    const char *k;
-    char *text = NULL;
-    char w[2] = { winner, '\0' };
-
-    if (names == NULL || out == NULL)
-        goto done;
-    json_object_foreach(a, k, v)
-        json_object_set(names, k, json_true());
-    json_object_foreach(b, k, v)
-        json_object_set(names, k, json_true());
-    if (json_object_size(names) == 0)   /* a delete against a delete */
-        json_object_set(names, "", json_true());
-    json_object_foreach(names, k, v) {
-        json_t *va = json_object_get(a, k), *vb = json_object_get(b, k);
-        bool same = va && vb && resolve_values_equal(json_string_value(va),
-                                                     json_string_value(vb));
-        const char *taken = winner == 0 ? NULL : same ? "both_equal" : w;
-
-        json_array_append_new(out, json_pack("{s:o,s:s?,s:s}", "field",
-                                             k[0] ? json_string(k) : json_null(),
-                                             "taken_from", taken, "rule",
-                                             winner == 0 ? "parked" : rule));
-    }
-    text = json_dumps(out, JSON_COMPACT);
-done:
-    json_decref(a);
-    json_decref(b);
-    json_decref(names);
-    json_decref(out);
-    return text;
-}
-
-static void record_conflict(struct pgsink *s, const struct q_entry *q,
-                            bool applied, const char *target_ts,
-                            const char *cur_row)
-{
-    struct conflict c = { 0 };
-    char rule[256];
-    const struct cfg_mapping *m = config_mapping(s->cfg, q->mapping);
-    bool target_is_a = m != NULL && m->a.ep == s->ep;
-    const char *incoming = q->op == 'D' ? NULL : q->incoming;
-
-    const char *strategy = m ? config_strategy_name(m->strategy) : "last_write_wins";
-    char *decisions;
-    bool manual = m != NULL && m->strategy == CFG_STRAT_MANUAL;
-
-    if (manual)
-        snprintf(rule, sizeof(rule), "manual: both sides changed; nothing written until"
-                 " an operator decides (tandem conflicts resolve)");
-    else if (m != NULL && m->strategy == CFG_STRAT_PRIORITY)
-        snprintf(rule, sizeof(rule), "source_priority: side %c wins: %s", m->priority,
-                 applied ? "incoming applied" : "target kept");
-    else if (target_ts == NULL || target_ts[0] == '\0')
-        snprintf(rule, sizeof(rule), "target version unknown (no commit timestamp): incoming %s applied",
-                 q->op == 'D' ? "delete" : "write");
-    else
-        snprintf(rule, sizeof(rule), "last_write_wins: incoming version %" PRId64 " %s target version %s%s",
-                 q->version_us, applied ? ">=" : "<=", target_ts,
-                 applied ? ": incoming applied" : ": target kept");
-    c.mapping = q->mapping;
-    c.key = q->key;
-    c.strategy = strategy;
-    c.base = q->base;
-    c.side_a = target_is_a ? cur_row : incoming;
-    c.side_b = target_is_a ? incoming : cur_row;
-    c.result = manual ? NULL : applied ? (incoming ? incoming : "null") : (cur_row ? cur_row : "null");
-    c.rule = rule;
-    c.open = manual;
-    decisions = whole_record_decisions(c.side_a, c.side_b,
-                                       manual ? 0 : (applied == target_is_a) ? 'b' : 'a',
-                                       strategy);
-    c.decisions = decisions;
-    if (manual && state_begin(s->st, NULL) == 0)
-        parked_park(s->st, q->mapping, q->key, "conflict", 0, NULL);
-    if (state_begin(s->st, NULL) != 0 || conflict_record(s->st, &c, NULL) != 0)
-        log_error("pgsink", "cannot record a conflict", "endpoint", s->ep->name,
-                  "mapping", q->mapping, "key", q->key);
-    hold_commit_until_saved(s);
-    log_warn("pgsink", "conflict decided", "endpoint", s->ep->name, "mapping",
-             q->mapping, "key", q->key, "rule", rule);
-    s->stats.conflicts++;
-    free(decisions);
-}
-
-/* ---- conflicts the resolver decides (field_merge, plugin) ---- */
-
-static void record_resolved(struct pgsink *s, const struct q_entry *q,
-                            const char *cur_row, int64_t target_us,
-                            const struct resolve_result *res)
-{
-    const struct cfg_mapping *m = config_mapping(s->cfg, q->mapping);
-    bool target_a = m->a.ep == s->ep;
-    const char *incoming = q->op == 'D' ? NULL : q->incoming;
-    struct resolve_log l = { m, q->key, q->base, target_a ? cur_row : incoming,
-                             target_a ? incoming : cur_row,
-                             target_a ? target_us : q->version_us,
-                             target_a ? q->version_us : target_us };
-
-    if (resolve_log_conflict(s->st, &l, res, NULL) != 0)
-        log_error("pgsink", "cannot record a conflict", "endpoint", s->ep->name,
-                  "mapping", q->mapping, "key", q->key);
-    /* With what resolve_here writes after it (shadow, parked key, the
-     * result journaled for the source side). */
-    hold_commit_until_saved(s);
-    log_warn("pgsink", res->outcome == RESOLVE_PARK ? "conflict parked until an operator"
-             " decides" : "conflict decided", "endpoint", s->ep->name, "mapping", q->mapping,
-             "key", q->key, "strategy", config_strategy_name(m->strategy), "rule",
-             res->detail[0] ? res->detail : res->rule);
-    s->stats.conflicts++;
-}
-
-/* The shadow takes the decided record: it is what both sides agree on. */
-static void shadow_take(struct pgsink *s, const struct q_entry *q,
-                        const struct resolve_result *res)
-{
-    struct shadow sh = { 0 };
-    json_t *empty = json_object();
-    const json_t *rec = res->deleted || res->fields == NULL ? empty : res->fields;
-
-    if (shadow_get(s->st, q->mapping, q->key, &sh, NULL) != 0)
-        memset(&sh, 0, sizeof(sh));
-    free(sh.fields);
-    sh.fields = json_dumps(rec, JSON_COMPACT);
-    canon_hash(rec, sh.hash);
-    sh.tombstone = res->deleted;
-    if (sh.fields != NULL && state_begin(s->st, NULL) == 0)
-        shadow_put(s->st, q->mapping, q->key, &sh, NULL);
-    shadow_clear(&sh);
-    json_decref(empty);
-}
-
-/* The source side must take the result too (it differs from what the
- * source sent): journal it as a change from this target, so the source's
- * own writer applies it, conditional on the source still holding what it
- * sent. Only when the mapping runs both ways. */
-static void send_back(struct pgsink *s, const struct q_entry *q,
-                      const struct cfg_mapping *m, const struct resolve_result *res,
-                      int64_t target_us)
-{
-    char *result = res->fields ? json_dumps(res->fields, JSON_COMPACT) : NULL;
-    const char *had = q->op == 'D' ? NULL : q->incoming;
-    struct change ch = { 0 };
-    struct err e = { 0 };
-
-    if (m->direction != CFG_DIR_BOTH)
-        goto out;
-    ch.endpoint = s->ep->name;
-    ch.mapping = q->mapping;
-    ch.key = q->key;
-    ch.version_us = target_us > q->version_us ? target_us : q->version_us;
-    if (res->deleted) {
-        if (had == NULL)
-            goto out;
-        ch.op = CHANGE_DELETE;
-        ch.fields = ch.old_fields = had;
-    } else if (result != NULL) {
-        ch.op = had ? CHANGE_UPDATE : CHANGE_INSERT;
-        ch.fields = result;
-        ch.old_fields = had;
-    } else {
-        goto out;
-    }
-    if (state_begin(s->st, &e) != 0 || journal_single(s->st, &ch, NULL, &e) != 0)
-        log_error("pgsink", "cannot journal a conflict result for the source side;"
-                  " run tandem reconcile --repair", "endpoint", s->ep->name,
-                  "mapping", q->mapping, "key", q->key, "err", e.msg);
-out:
-    free(result);
-}
-
-/* Writes the decided record over cur (the row as the statement read and
- * locked it), in the same target transaction. */
-static int send_result(struct pgsink *s, const struct q_entry *q,
-                       const struct cfg_mapping *m, const json_t *cur,
-                       const struct resolve_result *res)
-{
-    const struct cfg_side *t = m->a.ep == s->ep ? &m->a : &m->b;
-    json_t *keyarr = json_loads(q->key, 0, NULL);
-    char *result = res->fields ? json_dumps(res->fields, JSON_COMPACT) : NULL;
-    struct write_req w = { m, t, q->seq, res->deleted ? CHANGE_DELETE : CHANGE_UPDATE,
-                           keyarr, res->fields, cur, NULL, "1", q->version_us,
-                           q->source, q->mapping, q->key, result ? result : "{}", false };
-    struct err e = { 0 };
-    int rc = -EPROTO;
-
-    if (json_is_array(keyarr) && json_array_size(keyarr) == t->nkey &&
-        (res->deleted || res->fields != NULL))
-        rc = send_write(s, &w, &e);
-    json_decref(keyarr);
-    free(result);
-    return rc;
-}
-
-/* field_merge, plugin: the statement kept the target row (cur_row, last
- * written at target_ts) and wrote nothing; the resolver decides, and the
- * result is written before anything else is sent (the barrier). */
-static void resolve_here(struct pgsink *s, const struct q_entry *q,
-                         const char *target_ts, const char *cur_row)
-{
-    const struct cfg_mapping *m = config_mapping(s->cfg, q->mapping);
-    json_t *base = q->base ? json_loads(q->base, 0, NULL) : NULL;
-    json_t *in_f = q->op != 'D' && q->incoming ? json_loads(q->incoming, 0, NULL) : NULL;
-    json_t *cur = cur_row ? json_loads(cur_row, 0, NULL) : NULL;
-    int64_t tv = target_ts ? atoll(target_ts) : 0;
-    struct resolve_base rb = { base, 0, 0, false };
-    struct resolve_side in = { in_f, q->op == 'D', q->version_us, q->version_us };
-    struct resolve_side tg = { cur, false, tv, tv };
-    const struct resolver_plugin *pl = NULL;
-    struct resolve_result res = { 0 };
-    struct err e = { 0 };
-    char why[RESOLVE_DETAIL_MAX + 64];
-    bool target_a;
-
-    if (m == NULL || cur == NULL)
-        goto out;
-    target_a = m->a.ep == s->ep;
-    if (m->strategy == CFG_STRAT_PLUGIN &&
-        (pl = resolver_plugin_for(&s->plugins, m, &e)) == NULL) {
-        snprintf(why, sizeof(why), "conflict resolver plugin: %.400s", e.msg);
-        dead_letter(s, q, why);
-        goto out;
-    }
-    if (resolve(m, pl, q->key, base ? &rb : NULL, target_a ? &tg : &in,
-                target_a ? &in : &tg, &res) != 0 && res.outcome == RESOLVE_ERROR) {
-        snprintf(why, sizeof(why), "conflict resolution failed: %.400s", res.detail);
-        dead_letter(s, q, why);
-        goto out;
-    }
-    record_resolved(s, q, cur_row, tv, &res);
-    if (res.outcome == RESOLVE_PARK) {
-        if (state_begin(s->st, NULL) == 0 &&
-            parked_park(s->st, q->mapping, q->key, "conflict", 0, NULL) == 0)
-            s->parked_any = true;
-        goto out;
-    }
-    shadow_take(s, q, &res);
-    if ((target_a ? res.write_a : res.write_b) && send_result(s, q, m, cur, &res) != 0) {
-        sink_fail(s, "cannot send a conflict result to the target", NULL);
-        goto out;
-    }
-    if (target_a ? res.write_b : res.write_a)
-        send_back(s, q, m, &res, tv);
-out:
-    resolve_result_clear(&res);
-    json_decref(base);
-    json_decref(in_f);
-    json_decref(cur);
-}
-
 /* A change's statement answered: a barrier on it lifts, and a replayed
  * change's key is no longer parked (its parent landed). */
 static void statement_answered(struct pgsink *s, const struct q_entry *q)
@@ -1504,10 +1084,10 @@ static void on_stmt_result(struct pgsink *s, const struct q_entry *q, PGresult *
         s->stats.delete_missing++;
     statement_answered(s, q);
     if (q->resolve && exists && !clean && written == 0)
-        resolve_here(s, q, PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3),
+        sink_resolve_here(s, q, PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3),
                      PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4));
     else if (exists && !clean)
-        record_conflict(s, q, written > 0,
+        sink_record_conflict(s, q, written > 0,
                         PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3),
                         PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4));
 }
@@ -1644,7 +1224,7 @@ static void on_setup_result(struct pgsink *s, const struct q_entry *q, PGresult 
 /* The target rejected a change: record it, skip it on the redo. */
 /* What was just written to the state must be on disk before the target
  * commits: the owner's next state commit holds it. */
-static void hold_commit_until_saved(struct pgsink *s)
+void hold_commit_until_saved(struct pgsink *s)
 {
     if (s->hooks.state_commit_gen != NULL)
         s->hold_gen = s->hooks.state_commit_gen(s->hooks.arg) + 1;
@@ -1733,7 +1313,7 @@ static void wait_for_parent(struct pgsink *s, const struct q_entry *q, const cha
     s->waiting_any = true;
 }
 
-static void dead_letter(struct pgsink *s, const struct q_entry *q, const char *msg)
+void sink_dead_letter(struct pgsink *s, const struct q_entry *q, const char *msg)
 {
     struct change c = { 0 };
     char seq[24];
@@ -1987,7 +1567,7 @@ static void on_sync(struct pgsink *s)
     if (data_error && strcmp(s->seg_sqlstate, "23503") == 0)
         wait_for_parent(s, &s->seg_error_entry, s->seg_error);
     else if (data_error)
-        dead_letter(s, &s->seg_error_entry, s->seg_error);
+        sink_dead_letter(s, &s->seg_error_entry, s->seg_error);
     else
         log_error("pgsink", "target transaction failed; retrying", "endpoint",
                   s->ep->name, "sqlstate", s->seg_sqlstate, "err", s->seg_error);
@@ -2169,7 +1749,7 @@ static void on_retry(uv_timer_t *t)
     sink_connect(t->data);
 }
 
-static void sink_fail(struct pgsink *s, const char *what, const char *detail)
+void sink_fail(struct pgsink *s, const char *what, const char *detail)
 {
     char msg[512], delay[32];
     bool was_up = s->state == SK_READY;
