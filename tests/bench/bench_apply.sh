@@ -15,7 +15,11 @@
 # UPD_TXNS (20000), LAT_S (10), LAT_INTERVAL_MS (10), RUNS (3),
 # WORKLOADS ("a c e1 e2 lat"), REPLICA_IDENTITY (full | default),
 # FSYNC (off, as tests/integration/lib.sh sets it | on: both clusters flush
-# commits to disk), KEEP_WORK=1 keeps the work directory.
+# commits to disk), KEEP_WORK=1 keeps the work directory, PROFILE_DIR=DIR
+# records each tandem run with `perf record` (DWARF call graphs) into
+# DIR/<workload>_<run>.data and prints where its CPU went
+# (tests/bench/perf_split.py); a profiled run is slower: read its times
+# apart.
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/lib_bench.sh" "${1:-}"
 
@@ -33,6 +37,10 @@ TIMEOUT_S=${TIMEOUT_S:-600}
 FSYNC=${FSYNC:-off}
 
 ensure_bc
+if [ -n "${PROFILE_DIR:-}" ]; then
+  ensure_tool perf linux-perf
+  mkdir -p "$PROFILE_DIR"
+fi
 trap 'rc=$?; set +e; (exit $rc); cleanup' EXIT
 
 echo "# bench_apply: $(nproc) CPUs, $(free -g | awk '/^Mem:/ { print $2 " GiB RAM" }'), $("$PGBIN/postgres" --version)"
@@ -127,7 +135,29 @@ rep_prepare() {
 # rep_start R NAME: starts a prepared replicator (no waiting).
 rep_start() {
   if [ "$1" = nat ]; then psql_on B -c "alter subscription $2 enable"
-  else start_tandem "$WORK/$2.json" "$WORK/$2.log"; fi
+  else start_tandem "$WORK/$2.json" "$WORK/$2.log"; profile_start "$2"; fi
+}
+
+# With PROFILE_DIR: perf records tandem from its start until it stops.
+PERF_PID=""
+profile_start() {
+  [ -n "${PROFILE_DIR:-}" ] || return 0
+  # perf -p follows the threads there when it attaches: wait (at most 2 s)
+  # for libuv's pool (4 threads, started by the first state sync), which
+  # runs the syncs and checkpoints.
+  local i=0
+  while [ "$(ls "/proc/$TANDEM_PID/task" 2>/dev/null | wc -l)" -lt 5 ] && [ $i -lt 200 ]; do
+    sleep 0.01; i=$((i + 1))
+  done
+  perf record -q --call-graph dwarf,16384 -F 1999 -p "$TANDEM_PID" \
+    -o "$PROFILE_DIR/$1.data" >/dev/null 2>&1 &
+  PERF_PID=$!
+}
+profile_stop() {
+  [ -n "$PERF_PID" ] || return 0
+  kill -INT "$PERF_PID" 2>/dev/null || true
+  wait "$PERF_PID" 2>/dev/null || true
+  PERF_PID=""
 }
 
 # rep_stop R NAME: stops it; its slot keeps the position.
@@ -136,6 +166,7 @@ rep_stop() {
     psql_on B -c "alter subscription $2 disable"
     wait_for "slot $2 inactive" 60 slot_inactive "$2"
   else
+    profile_stop
     stop_tandem
     wait_for "slot tandem_$2 inactive" 60 slot_inactive "tandem_$2"
   fi
@@ -148,6 +179,7 @@ rep_finish() {
     psql_on A -c "drop publication if exists $2"
   else
     [ -n "${TANDEM_PID:-}" ] && HWM_KB=$(vm_kb "$TANDEM_PID" VmHWM)
+    profile_stop
     stop_tandem
     "$TANDEM" teardown -c "$WORK/$2.json" >>"$WORK/setup.log" 2>&1 || echo "# tandem teardown of $2 failed; see $WORK/setup.log"
     drop_slot "tandem_$2"
@@ -370,5 +402,14 @@ if [[ " $WORKLOADS " == *" lat "* ]]; then
     if [ $R = nat ]; then np99=$p99; fi
     printf '  %-44s p50 %6.2f ms  p99 %6.2f ms%s\n' "latency, one-row inserts every $LAT_INTERVAL_MS ms, $([ $R = nat ] && echo native || echo tandem)" \
       "$p50" "$p99" "$([ $R = tan ] && echo "   p99 target <= 10 ms: $(verdict "$p99" '<=' 10); native p99 / tandem p99 = $(calc "$np99 / $p99" 2)")"
+  done
+fi
+
+if [ -n "${PROFILE_DIR:-}" ]; then
+  for f in "$PROFILE_DIR"/*.data; do
+    [ -f "$f" ] || continue
+    echo
+    echo "profile $(basename "$f" .data): share of tandem's CPU samples (innermost tagged frame)"
+    perf script -i "$f" 2>/dev/null | python3 "$(dirname "$0")/perf_split.py"
   done
 fi

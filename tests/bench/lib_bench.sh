@@ -13,16 +13,19 @@ source "$(dirname "${BASH_SOURCE[0]}")/../integration/lib.sh" "$BUILD_DIR/tandem
 # Numbers are formatted with '.' whatever the caller's locale.
 export LC_ALL=C
 
-# bc is the only tool beyond packaging/install-deps; fetch it if missing.
-ensure_bc() {
-  command -v bc >/dev/null 2>&1 && return 0
-  echo "# bc missing: installing it" >&2
+# ensure_tool CMD PACKAGE: installs PACKAGE (Debian) when CMD is missing.
+# bc is the only tool beyond packaging/install-deps every bench needs;
+# perf (linux-perf) only bench_apply.sh's PROFILE_DIR.
+ensure_tool() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "# $1 missing: installing $2" >&2
   local sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq bc >/dev/null 2>&1 ||
-    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq bc >/dev/null; }
-  command -v bc >/dev/null 2>&1 || { echo "bench: bc is required" >&2; exit 2; }
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null 2>&1 ||
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null; }
+  command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is required" >&2; exit 2; }
 }
+ensure_bc() { ensure_tool bc bc; }
 
 # now_us: wall clock in microseconds (same clock as clock_timestamp() and
 # tandem's journal timestamps: all on this host).
