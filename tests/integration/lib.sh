@@ -143,6 +143,19 @@ start_tandem() {
   DAEMONS+=("$TANDEM_PID")
 }
 
+# start_tandem_limitable CONFIG LOG [LIMIT_KB]: start_tandem for a daemon
+# whose file size a test limits (a full disk), from the start with
+# LIMIT_KB (a soft limit) or later with prlimit --fsize=BYTES:unlimited.
+# Writes past the limit fail with EFBIG instead of killing the process
+# (SIGXFSZ ignored, as the exec keeps it); the log goes through a pipe,
+# which no file-size limit stops.
+start_tandem_limitable() {
+  ( trap '' XFSZ; [ -z "${3:-}" ] || ulimit -S -f "$3"
+    exec "$TANDEM" run -c "$1" > >(exec cat >>"$2") 2>&1 ) &
+  TANDEM_PID=$!
+  DAEMONS+=("$TANDEM_PID")
+}
+
 # wait_for DESC TIMEOUT_S CMD...: polls CMD until it succeeds.
 wait_for() {
   local desc=$1 timeout=$2 i=0; shift 2

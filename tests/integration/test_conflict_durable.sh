@@ -20,12 +20,7 @@ for c in A B; do
 done
 pg_pg_config "$WORK/cfg.json" a_to_b t:id,v
 "$TANDEM" setup -c "$WORK/cfg.json" >"$WORK/setup.log" 2>&1
-# Writes past a limit fail with EFBIG instead of killing the process
-# (SIGXFSZ ignored, as the exec keeps it); no limit yet. The log goes
-# through a pipe, which no file-size limit stops.
-( trap '' XFSZ; exec "$TANDEM" run -c "$WORK/cfg.json" > >(exec cat >>"$WORK/tandem.log") 2>&1 ) &
-TANDEM_PID=$!
-DAEMONS+=("$TANDEM_PID")
+start_tandem_limitable "$WORK/cfg.json" "$WORK/tandem.log"     # no limit yet
 wait_for "tandem ready" 30 grep -q '"msg":"ready' "$WORK/tandem.log"
 
 # (wait_for runs a command: these read anew at each try)

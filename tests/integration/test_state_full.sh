@@ -18,11 +18,7 @@ count_writes B t
 pg_pg_config "$WORK/cfg.json" a_to_b t:id,v
 "$TANDEM" setup -c "$WORK/cfg.json" >"$WORK/setup.log" 2>&1
 
-# Writes past the limit fail with EFBIG instead of killing the process
-# (SIGXFSZ ignored, as the exec keeps it).
-( trap '' XFSZ; ulimit -S -f "$LIMIT_KB"; exec "$TANDEM" run -c "$WORK/cfg.json" ) >>"$WORK/tandem.log" 2>&1 &
-TANDEM_PID=$!
-DAEMONS+=("$TANDEM_PID")
+start_tandem_limitable "$WORK/cfg.json" "$WORK/tandem.log" "$LIMIT_KB"
 wait_for "tandem ready" 30 grep -q '"msg":"ready' "$WORK/tandem.log"
 
 # Rows of 1 KB: the state's WAL passes the limit a few transactions in.
