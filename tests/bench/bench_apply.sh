@@ -256,6 +256,19 @@ cpu_end() {
   echo "; CPU ms $out"
 }
 
+# machine_cpu MARK UNITS: the CPU every process on the machine used since
+# MARK (taken when the measured time starts), per unit of work. Sets
+# MCPU_DETAIL for the run's line and MCPU ("microseconds per unit:busy
+# percent") for the summary. Both replicators keep every CPU busy on a
+# small machine, so a throughput ratio there is close to the inverse
+# ratio of these per-unit costs: they show what a ratio is made of.
+machine_cpu() {
+  local used pct
+  read -r used pct <<<"$(cpu_since "$1")"
+  MCPU="$(calc "$used * 1000 / $2" 2):$pct"
+  MCPU_DETAIL="; machine CPU $used ms ($pct% of $(nproc) CPUs, $(calc "$used * 1000 / $2" 2) us per unit)"
+}
+
 # Each run_W R NAME sets VAL (rows/s or txn/s, or "p50 p99") and DETAIL.
 run_a() {
   local R=$1 name=$2 t="a_$1" t0 tw t1 cpu
@@ -263,12 +276,13 @@ run_a() {
   rep_prepare "$R" "$name" "$t" 1
   wait_quiet
   cpu_begin "$R" "$name"
-  t0=$(now_us)
+  t0=$(now_us); m0=$(cpu_mark)
   psql_on A -c "call bench_fill('$t', 1, $ROWS, $TXN_ROWS)"
   tw=$(now_us)
   b_wait "$t complete on B" "$t" "$ROWS"
+  machine_cpu "$m0" "$ROWS"
   t1=$(b_max_arrived_us "$t")
-  cpu=$(cpu_end "$R" "$name")
+  cpu=$(cpu_end "$R" "$name")$MCPU_DETAIL
   rep_finish "$R" "$name"
   verify "$t" "$ROWS"
   VAL=$(rate "$ROWS" $((t1 - t0)))
@@ -283,10 +297,11 @@ run_c() {
   cpu_begin "$R" "$name"
   t0=$(now_us)
   psql_on A -c "insert into $t (id, v) select g, md5(g::text) from generate_series(1, $BIG_TXN_ROWS) g"
-  tc=$(now_us)
+  tc=$(now_us); m0=$(cpu_mark)
   b_wait "$t complete on B" "$t" "$BIG_TXN_ROWS"
+  machine_cpu "$m0" "$BIG_TXN_ROWS"
   t1=$(b_max_arrived_us "$t")
-  cpu=$(cpu_end "$R" "$name")
+  cpu=$(cpu_end "$R" "$name")$MCPU_DETAIL
   rep_finish "$R" "$name"
   verify "$t" "$BIG_TXN_ROWS"
   VAL=$(rate "$BIG_TXN_ROWS" $((t1 - tc)))
@@ -300,11 +315,12 @@ run_e1() {
   psql_on A -c "call bench_fill('$t', 1, $ROWS, $TXN_ROWS)"
   checkpoint_both
   wait_quiet
-  t0=$(now_us)
+  t0=$(now_us); m0=$(cpu_mark)
   rep_start "$R" "$name"
   b_wait "$t complete on B" "$t" "$ROWS"
+  machine_cpu "$m0" "$ROWS"
   t1=$(b_max_arrived_us "$t")
-  cpu=$(cpu_end "$R" "$name")
+  cpu=$(cpu_end "$R" "$name")$MCPU_DETAIL
   rep_finish "$R" "$name"
   verify "$t" "$ROWS"
   VAL=$(rate "$ROWS" $((t1 - t0)))
@@ -323,11 +339,12 @@ run_e2() {
   psql_on A -c "call bench_update('$t', $UPD_TXNS)"
   checkpoint_both
   wait_quiet
-  t0=$(now_us)
+  t0=$(now_us); m0=$(cpu_mark)
   rep_start "$R" "$name"
   b_wait "$t updates complete on B" "$t" "$UPD_TXNS" 1
+  machine_cpu "$m0" "$UPD_TXNS"
   t1=$(b_max_arrived_us "$t" 1)
-  cpu=$(cpu_end "$R" "$name")
+  cpu=$(cpu_end "$R" "$name")$MCPU_DETAIL
   rep_finish "$R" "$name"
   verify "$t" "$UPD_TXNS"
   VAL=$(rate "$UPD_TXNS" $((t1 - t0)))
@@ -360,7 +377,7 @@ run_lat() {
 }
 
 # ---- runs
-declare -A VALS
+declare -A VALS MCPUS
 for r in $(seq 1 "$RUNS"); do
   for w in $WORKLOADS; do
     if [ $(( r % 2 )) = 1 ]; then order="nat tan"; else order="tan nat"; fi
@@ -369,6 +386,7 @@ for r in $(seq 1 "$RUNS"); do
       CPU0=()
       "run_$w" "$R" "${w}_${R}_r$r"
       VALS[$w,$R]="${VALS[$w,$R]:-} ${VAL// /:}"
+      MCPUS[$w,$R]="${MCPUS[$w,$R]:-} ${MCPU:-}"; MCPU=""
       extra=""; [ "$R" = tan ] && extra="; tandem VmHWM $(calc "$HWM_KB / 1024" 1) MB"
       printf "run %d %-3s %-6s %s%s [CPU busy just before: %s%%]\n" "$r" "$w" "$([ "$R" = nat ] && echo native || echo tandem)" "$DETAIL" "$extra" "$BUSY_PCT"
     done
@@ -395,6 +413,9 @@ for w in $WORKLOADS; do
   ratio=$(median "${ratios[@]}")
   printf '  %-44s %12.0f %12.0f %7.3f  >= %s %s: %s\n' "$label" "$(median "${nv[@]}")" "$(median "${tv[@]}")" \
     "$ratio" "$target" "$unit" "$(verdict "$ratio" '>=' "$target")"
+  per=${unit%/s}
+  printf '  %-44s %12s %12s\n' "  machine CPU per ${per%s}, us (CPUs busy)" \
+    "$(col "${MCPUS[$w,nat]}" 1) ($(col "${MCPUS[$w,nat]}" 2)%)" "$(col "${MCPUS[$w,tan]}" 1) ($(col "${MCPUS[$w,tan]}" 2)%)"
 done
 if [[ " $WORKLOADS " == *" lat "* ]]; then
   for R in nat tan; do

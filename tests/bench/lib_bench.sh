@@ -123,15 +123,24 @@ log_oddities() {
   printf '%s\n' "$lines" | head -n 3 | cut -c1-400 | sed 's/^/#   e.g. /'
 }
 
-# cpu_busy_pct WINDOW_S: share of all CPUs busy (not idle, not iowait) over
-# the window, in percent, from /proc/stat.
+# cpu_mark: the machine's busy and idle CPU time so far ("BUSY IDLE", in
+# clock ticks, all CPUs together; iowait counts as idle), from /proc/stat.
+cpu_mark() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat; }
+
+# cpu_since MARK: "BUSY_MS PCT": the CPU time every process on the machine
+# used since MARK, and the share of all CPUs' time that was.
+cpu_since() {
+  echo "$1 $(cpu_mark) $(getconf CLK_TCK)" |
+    awk '{ busy = $3 - $1; idle = $4 - $2; t = busy + idle;
+           printf "%d %d", busy * 1000 / $5, (t > 0 ? 100 * busy / t : 0) }'
+}
+
+# cpu_busy_pct WINDOW_S: share of all CPUs busy over the window, in percent.
 cpu_busy_pct() {
-  local a b
-  a=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+  local a
+  a=$(cpu_mark)
   sleep "$1"
-  b=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
-  echo "$a $b" | awk '{ busy = $3 - $1; idle = $4 - $2; t = busy + idle;
-                        printf "%d", (t > 0 ? 100 * busy / t : 0) }'
+  cpu_since "$a" | cut -d' ' -f2
 }
 
 # wait_quiet: the machine may be shared (other test suites, builds); before a
