@@ -376,8 +376,62 @@ run_lat() {
   DETAIL="p50 $1 ms p99 $2 ms (mean $3 ms, max $4 ms) over $LAT_N inserts$cpu"
 }
 
+# proc_cpu_sum DETAIL: the sum of a run line's "CPU ms name N, name N".
+proc_cpu_sum() { echo "$1" | sed -n 's/.*; CPU ms \([^;]*\).*/\1/p' | tr ',' '\n' | awk '{ s += $NF } END { print s + 0 }'; }
+
+# ---- floor of (e1): what the cheapest form of the work tandem cannot skip
+# costs on this machine, in CPU ms for ROWS rows. Both replicators keep
+# both CPUs busy in (e1), so its ratio is bounded by native's CPU over
+# this sum. Three parts:
+#  - the walsender's decoding and sending (as tandem's runs measured it;
+#    native's walsender does the same work);
+#  - the rows' insert on B at its cheapest: one INSERT ... SELECT over
+#    generate_series into a copy of the table, no parameters, no protocol;
+#  - the journal and shadow rows tandem must keep (G1, G6) at their
+#    cheapest: a bare bulk insert in one SQLite transaction, synchronous
+#    off, with the schema and page size of the last (e1) run's state file
+#    and that run's own shadow rows as values.
+# Everything else tandem does (pgoutput decoding, JSON, hashing, libpq,
+# commits, checkpoints) is left out, so the floor is below what any
+# implementation of tandem's design can reach.
+sqlite_cpu_ms() { sed -n 's/^Run Time: real [0-9.]* user \([0-9.]*\) sys \([0-9.]*\)$/\1 \2/p' | awk '{ s += $1 + $2 } END { printf "%d", s * 1000 }'; }
+floor_e1() {
+  local state fdb b_ms sq_ms ws
+  state=$(ls "$WORK"/e1_tan_r*.db 2>/dev/null | tail -n 1)
+  [ -n "$state" ] && [ -n "$E1_WALSENDER" ] || return 0
+  # shellcheck disable=SC2086 # a list of numbers
+  ws=$(median $E1_WALSENDER)
+  psql_on B -c "create table floor_b (like e1_tan including all)"
+  b_ms=$(psql_on B -c "create temp table floor_src as select g as id, md5(g::text) as v from generate_series(1, $ROWS) g" \
+           -c '\timing on' -c "insert into floor_b (id, v) select id, v from floor_src" |
+         sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p')
+  psql_on B -c "drop table floor_b"
+  fdb="$WORK/floor.db"
+  rm -f "$fdb" "$fdb-wal" "$fdb-shm"
+  sq_ms=$( { echo "PRAGMA page_size = $(sqlite3 -readonly "$state" 'PRAGMA page_size');"
+             echo "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;"
+             sqlite3 -readonly "$state" '.schema journal_change' '.schema shadow'
+             echo "ATTACH '$state' AS run;"
+             echo "CREATE TEMP TABLE src AS SELECT row_number() OVER () AS seq, * FROM"
+             echo " (SELECT * FROM run.shadow ORDER BY mapping, klen, key LIMIT $ROWS);"
+             echo "DETACH run;"
+             echo ".timer on"
+             echo "INSERT INTO journal_change (seq, txn, mapping, op, key, fields, version_us)"
+             echo " SELECT seq, 1 + (seq - 1) / $TXN_ROWS, mapping, 'I', key, fields, version_a_us FROM src;"
+             echo "INSERT INTO shadow SELECT mapping, klen, key, hash, fields, version_a_us, version_b_us,"
+             echo " tombstone, updated_at_us FROM src;"
+           } | sqlite3 "$fdb" | sqlite_cpu_ms)
+  echo
+  echo "floor of (e1), CPU ms for $ROWS rows (see the script's comment):"
+  printf '  walsender %s + insert on B %.0f + journal and shadow rows %s = %.0f\n' "$ws" "$b_ms" "$sq_ms" "$(calc "$ws + $b_ms + $sq_ms" 0)"
+  # shellcheck disable=SC2086 # lists of numbers
+  printf '  measured: native (walsender + apply worker) %s, tandem (walsender + tandem + B backend) %s\n' \
+    "$(median ${PROC_CPU[e1,nat]})" "$(median ${PROC_CPU[e1,tan]})"
+}
+
 # ---- runs
-declare -A VALS MCPUS
+declare -A VALS MCPUS PROC_CPU
+E1_WALSENDER=""
 for r in $(seq 1 "$RUNS"); do
   for w in $WORKLOADS; do
     if [ $(( r % 2 )) = 1 ]; then order="nat tan"; else order="tan nat"; fi
@@ -387,6 +441,8 @@ for r in $(seq 1 "$RUNS"); do
       "run_$w" "$R" "${w}_${R}_r$r"
       VALS[$w,$R]="${VALS[$w,$R]:-} ${VAL// /:}"
       MCPUS[$w,$R]="${MCPUS[$w,$R]:-} ${MCPU:-}"; MCPU=""
+      PROC_CPU[$w,$R]="${PROC_CPU[$w,$R]:-} $(proc_cpu_sum "$DETAIL")"
+      [ "$w/$R" = e1/tan ] && E1_WALSENDER="${E1_WALSENDER:-} $(echo "$DETAIL" | sed -n 's/.*walsender \([0-9]*\).*/\1/p')"
       extra=""; [ "$R" = tan ] && extra="; tandem VmHWM $(calc "$HWM_KB / 1024" 1) MB"
       printf "run %d %-3s %-6s %s%s [CPU busy just before: %s%%]\n" "$r" "$w" "$([ "$R" = nat ] && echo native || echo tandem)" "$DETAIL" "$extra" "$BUSY_PCT"
     done
@@ -425,6 +481,8 @@ if [[ " $WORKLOADS " == *" lat "* ]]; then
       "$p50" "$p99" "$([ $R = tan ] && echo "   p99 target <= 10 ms: $(verdict "$p99" '<=' 10); native p99 / tandem p99 = $(calc "$np99 / $p99" 2)")"
   done
 fi
+
+[[ " $WORKLOADS " != *" e1 "* ]] || floor_e1
 
 if [ -n "${PROFILE_DIR:-}" ]; then
   for f in "$PROFILE_DIR"/*.data; do
