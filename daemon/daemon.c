@@ -371,10 +371,11 @@ static void export_metrics(struct daemon *d)
             if (restsink_applied(r->rsink) < applied_min)
                 applied_min = restsink_applied(r->rsink);
         }
-        if (r->rsrc || r->rsink) {
-            /* Dropped by the poller (feed records) and the writer (changes). */
+        if (r->rsrc || r->rsink || r->sink) {
+            /* Dropped by the poller (feed records) and the writers (changes). */
             uint64_t stale = (r->rsrc ? restsrc_stats(r->rsrc)->stale_dropped : 0) +
-                             (r->rsink ? restsink_stats(r->rsink)->stale : 0);
+                             (r->rsink ? restsink_stats(r->rsink)->stale : 0) +
+                             (r->sink ? pgsink_stats(r->sink)->stale_dropped : 0);
             metrics_labels(lb, sizeof(lb), "endpoint", r->ep->name, NULL);
             export_counter(d, "tandem_stale_dropped_total", lb, stale, &r->m_stale);
         }

@@ -36,6 +36,7 @@ static void feed(struct pgsink *s);
 static void fast_reset(struct pgsink *s);
 static bool held_by_parked_key(struct pgsink *s, const struct change *c, bool *retrying);
 static void wait_for_parent(struct pgsink *s, const struct q_entry *q, const char *msg);
+static bool resolved_in_c(const struct cfg_mapping *m);
 
 /* ---- the in-flight queue ---- */
 
@@ -283,30 +284,29 @@ static bool whole_update(struct pgsink *s, const struct change *c)
     return src != NULL && src->kind == CFG_KIND_POSTGRES;
 }
 
-/* Computes and saves the shadow this change leads to; returns the base
- * (the shadow before it) or NULL. */
+/* Computes and saves the shadow this change leads to from old (what the
+ * shadow held; NULL: nothing, or not read for an insert or whole update);
+ * returns the base (old's fields) or NULL. */
 static json_t *advance_shadow(struct pgsink *s, const struct change *c,
-                              const json_t *fields, bool *tombstone_before)
+                              const json_t *fields, const struct shadow *old)
 {
-    struct shadow old = { 0 }, next = { 0 };
+    struct shadow next = { 0 };
     json_t *base = NULL, *merged;
     const char *k;
     json_t *v;
     bool from_a;
     const struct cfg_mapping *m = config_mapping(s->cfg, c->mapping);
 
-    *tombstone_before = false;
     from_a = m != NULL && strcmp(m->a.endpoint, c->endpoint) == 0;
     if (c->op == CHANGE_INSERT || whole_update(s, c)) {
         canon_hash(fields, next.hash);
         shadow_after_insert(s, c, m, next.hash);
         return NULL;
     }
-    if (shadow_get(s->st, c->mapping, c->key, &old, NULL) == 0) {
-        base = old.fields ? json_loads(old.fields, 0, NULL) : NULL;
-        *tombstone_before = old.tombstone;
-        next.version_a_us = old.version_a_us;
-        next.version_b_us = old.version_b_us;
+    if (old != NULL) {
+        base = old->fields ? json_loads(old->fields, 0, NULL) : NULL;
+        next.version_a_us = old->version_a_us;
+        next.version_b_us = old->version_b_us;
     }
     merged = (base && c->op != CHANGE_DELETE) ? json_deep_copy(base) : json_object();
     json_object_foreach((json_t *)fields, k, v)
@@ -322,12 +322,41 @@ static json_t *advance_shadow(struct pgsink *s, const struct change *c,
         shadow_put(s->st, c->mapping, c->key, &next, NULL);
     free(next.fields);
     json_decref(merged);
-    shadow_clear(&old);
-    if (*tombstone_before) {
+    if (old != NULL && old->tombstone) {
         json_decref(base);
         base = NULL;
     }
     return base;
+}
+
+/* Whether a change goes as the clean update alone ('F' in
+ * sink_send_write): a whole update outside a redo. A missing or changed
+ * row fails it, and the redo sends the conditional statement. */
+static bool clean_update_alone(struct pgsink *s, const struct change *c,
+                               const struct cfg_mapping *m)
+{
+    return whole_update(s, c) && !resolved_in_c(m) && !m->canary_enabled && !careful(s);
+}
+
+/* A record's version in the shadow: its latest change from either side
+ * (a tombstone's is its delete's). */
+static int64_t shadow_version(const struct shadow *sh)
+{
+    return sh->version_a_us > sh->version_b_us ? sh->version_a_us : sh->version_b_us;
+}
+
+/* G5: a change older than the delete that left its record's tombstone
+ * does not bring the record back; it is dropped and counted. */
+static void drop_stale(struct pgsink *s, const struct change *c, const struct shadow *old)
+{
+    char ver[24], del[24];
+
+    snprintf(ver, sizeof(ver), "%" PRId64, c->version_us);
+    snprintf(del, sizeof(del), "%" PRId64, shadow_version(old));
+    s->stats.stale_dropped++;
+    log_info("pgsink", "stale change dropped: older than the delete of its record",
+             "endpoint", s->ep->name, "mapping", c->mapping, "key", c->key,
+             "version_us", ver, "deleted_us", del);
 }
 
 struct params {
@@ -420,6 +449,8 @@ int sink_send_write(struct pgsink *s, const struct write_req *w, struct err *e)
         param_add(&p, strcmp(w->source, s->ep->name) > 0 ? "true" : "false");
         param_add(&p, w->mode);
     }
+    if (sh.op == 'U')
+        param_add(&p, w->keep_missing ? "true" : "false");
     if (p.overflow)
         return err_set(e, -E2BIG, "change %" PRId64 " has too many columns", w->seq);
     if ((name = stmt_for(s, &sh)) == NULL ||
@@ -429,6 +460,7 @@ int sink_send_write(struct pgsink *s, const struct write_req *w, struct err *e)
     q->seq = w->seq;
     q->op = w->op;
     q->had_base = w->base != NULL;
+    q->keep_missing = sh.op == 'U' && w->keep_missing;
     q->version_us = w->version_us;
     q->mapping = strdup(w->mapping);
     q->key = strdup(w->key);
@@ -450,8 +482,9 @@ static int send_change(struct pgsink *s, const struct change *c,
      * answer (a barrier): it does not go alone. */
     struct write_req w = { m, t, c->seq, (char)c->op, keyarr,
                            fields, NULL, unch, conflict_mode(m, t), c->version_us,
-                           c->endpoint, c->mapping, c->key, c->fields, !resolved_in_c(m) };
-    bool tomb;
+                           c->endpoint, c->mapping, c->key, c->fields, !resolved_in_c(m), false };
+    struct shadow old = { 0 };
+    bool have_old = false;
     int rc;
 
     if (!json_is_object(fields) || !json_is_array(keyarr) ||
@@ -459,7 +492,21 @@ static int send_change(struct pgsink *s, const struct change *c,
         rc = err_set(e, -EPROTO, "journal change %" PRId64 " is malformed", c->seq);
         goto out;
     }
-    base = advance_shadow(s, c, fields, &tomb);
+    if (c->op != CHANGE_INSERT && !clean_update_alone(s, c, m))
+        have_old = shadow_get(s->st, c->mapping, c->key, &old, NULL) == 0;
+    if (have_old && old.tombstone && c->version_us < shadow_version(&old)) {
+        drop_stale(s, c, &old);
+        rc = 0;
+        goto out;
+    }
+    /* Both sides agreed the row exists, so a missing row is one the target
+     * deleted since: its delete is on its way to the other side, where it
+     * meets this change's row and is decided; when this change wins there,
+     * the row comes back from there. Inserting it here would resurrect a
+     * row that a later delete removed. */
+    w.keep_missing = c->op == CHANGE_UPDATE && have_old && !old.tombstone &&
+                     m->direction == CFG_DIR_BOTH && m->deletes == CFG_DEL_PROPAGATE;
+    base = advance_shadow(s, c, fields, have_old ? &old : NULL);
     if (c->op == CHANGE_INSERT) {
         /* An insert was made on no row: a row already there is a conflict
          * unless it holds the same values. The shadow may hold what the
@@ -479,6 +526,7 @@ static int send_change(struct pgsink *s, const struct change *c,
         s->barrier_seq = c->seq;
     }
 out:
+    shadow_clear(&old);
     json_decref(fields);
     json_decref(unch);
     json_decref(keyarr);
@@ -1082,6 +1130,10 @@ static void on_stmt_result(struct pgsink *s, const struct q_entry *q, PGresult *
     }
     if (q->op == 'D' && !exists)
         s->stats.delete_missing++;
+    if (q->keep_missing && !exists)
+        log_info("pgsink", "update of a row the target deleted: left deleted; the delete"
+                 " is decided where it is applied and the row comes back if it loses",
+                 "endpoint", s->ep->name, "mapping", q->mapping, "key", q->key);
     statement_answered(s, q);
     if (q->resolve && exists && !clean && written == 0)
         sink_resolve_here(s, q, PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3),

@@ -29,6 +29,7 @@ struct pgsink_stats {
     uint64_t txns;              /* target transactions committed */
     uint64_t conflicts;
     uint64_t delete_missing;    /* deletes of rows already gone */
+    uint64_t stale_dropped;     /* older than their record's delete (G5) */
     uint64_t errors;            /* changes the target rejected */
     int64_t lag_us;             /* commit to applied, for the last target commit */
 };

@@ -61,6 +61,27 @@ done:
     return text;
 }
 
+static void send_back(struct pgsink *s, const struct q_entry *q,
+                      const struct cfg_mapping *m, const struct resolve_result *res,
+                      int64_t target_us);
+
+/* A delete that lost to the target row's later change: the side that
+ * deleted gets the row back. Its own delete cannot bring it, and the
+ * row's change from this side may already have found it missing there and
+ * left it so (send_change's keep_missing). */
+static void send_back_kept_row(struct pgsink *s, const struct q_entry *q,
+                               const struct cfg_mapping *m, const char *target_ts,
+                               const char *cur_row)
+{
+    struct resolve_result res = { 0 };
+
+    res.outcome = RESOLVE_DECIDED;
+    res.fields = json_loads(cur_row, 0, NULL);
+    if (res.fields != NULL)
+        send_back(s, q, m, &res, target_ts != NULL ? atoll(target_ts) : 0);
+    json_decref(res.fields);
+}
+
 void sink_record_conflict(struct pgsink *s, const struct q_entry *q, bool applied,
                           const char *target_ts, const char *cur_row)
 {
@@ -105,6 +126,8 @@ void sink_record_conflict(struct pgsink *s, const struct q_entry *q, bool applie
     if (state_begin(s->st, NULL) != 0 || conflict_record(s->st, &c, NULL) != 0)
         log_error("pgsink", "cannot record a conflict", "endpoint", s->ep->name,
                   "mapping", q->mapping, "key", q->key);
+    if (q->op == 'D' && !applied && !manual && m != NULL && cur_row != NULL)
+        send_back_kept_row(s, q, m, target_ts, cur_row);
     hold_commit_until_saved(s);
     log_warn("pgsink", "conflict decided", "endpoint", s->ep->name, "mapping",
              q->mapping, "key", q->key, "rule", rule);
@@ -209,7 +232,7 @@ static int send_result(struct pgsink *s, const struct q_entry *q,
     char *result = res->fields ? json_dumps(res->fields, JSON_COMPACT) : NULL;
     struct write_req w = { m, t, q->seq, res->deleted ? CHANGE_DELETE : CHANGE_UPDATE,
                            keyarr, res->fields, cur, NULL, "1", q->version_us,
-                           q->source, q->mapping, q->key, result ? result : "{}", false };
+                           q->source, q->mapping, q->key, result ? result : "{}", false, false };
     struct err e = { 0 };
     int rc = -EPROTO;
 

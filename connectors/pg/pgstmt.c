@@ -13,19 +13,26 @@
  * made on) or already the incoming values, or this writer's own origin
  * wrote it last: nobody changed it since tandem did, whatever the shadow
  * says (a shadow is stale when tandem died after a target commit and
- * before the state commit that held the shadow's update). */
+ * before the state commit that held the shadow's update). A delete has no
+ * incoming values: only the base (or the origin) makes its row clean, so
+ * a row changed since the base is a conflict, not deleted unseen; with no
+ * base at all nothing can tell, and the row counts as clean. */
 static void add_clean(PGconn *conn, struct strbuf *b, const char *tbl,
                       const struct pgstmt_shape *sh, unsigned own_origin,
                       size_t pbase, size_t pset)
 {
     char num[16];
+    bool del = sh->op == 'D' || sh->op == 'S';
 
     strbuf_addc(b, '(');
     if (sh->nbase > 0) {
         pgbatch_add_match(b, conn, tbl, sh->basecols, sh->nbase, NULL, pbase);
-        strbuf_adds(b, " OR ");
+        strbuf_adds(b, del ? "" : " OR ");
     }
-    pgbatch_add_match(b, conn, tbl, sh->setcols, sh->nset, NULL, pset);
+    if (!del)
+        pgbatch_add_match(b, conn, tbl, sh->setcols, sh->nset, NULL, pset);
+    else if (sh->nbase == 0)
+        strbuf_adds(b, "true");
     if (own_origin != 0) {
         /* NULL (no commit time kept for the row's transaction) is not clean. */
         snprintf(num, sizeof(num), "%u", own_origin);
@@ -106,7 +113,8 @@ static void build_fast_update(PGconn *conn, struct strbuf *b, const char *tbl,
     strbuf_adds(b, " RETURNING 1) SELECT 1 / count(*)::int FROM u");
 }
 
-/* Parameters: keys $1.., set values, base values, version, tie-break, mode. */
+/* Parameters: keys $1.., set values, base values, version, tie-break,
+ * mode and, for 'U', keep. */
 void pgstmt_sql(PGconn *conn, bool track_ts, unsigned own_origin,
                 const struct pgstmt_shape *sh, struct strbuf *b)
 {
@@ -183,7 +191,10 @@ void pgstmt_sql(PGconn *conn, bool track_ts, unsigned own_origin,
                 strbuf_adds(b, ", ");
             pgbatch_add_param(b, pset + i);
         }
-        strbuf_adds(b, " WHERE NOT EXISTS (SELECT 1 FROM cur) ON CONFLICT DO NOTHING"
+        /* $keep: a missing row stays missing (the target deleted it). */
+        strbuf_adds(b, " WHERE NOT EXISTS (SELECT 1 FROM cur) AND NOT ");
+        pgbatch_add_param(b, pmode + 1);
+        strbuf_adds(b, "::bool ON CONFLICT DO NOTHING"
                        " RETURNING 1), w AS (SELECT 1 FROM u UNION ALL SELECT 1 FROM i)");
     }
     /* cur has at most one row (a key): joined once rather than read by

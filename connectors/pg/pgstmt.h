@@ -36,7 +36,8 @@ struct pgstmt_shape {
 };
 
 /* The statement for sh into out. Parameters: keys $1.., set values, base
- * values, then (not for 'F') version, tie-break and conflict mode. With
+ * values, then (not for 'F') version, tie-break and conflict mode, and for
+ * 'U' keep (true: a missing row is not inserted). With
  * track_ts off the target row's commit time is reported as NULL. A row
  * whose last writer was the replication origin own_origin (its roident;
  * 0: not checked, as it must be with track_commit_timestamp off) is

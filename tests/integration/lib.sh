@@ -224,6 +224,37 @@ pg_pg_config() {
 JSON
 }
 
+# pg_pair_table COLUMNS: clusters A and B, each with table t (COLUMNS) of
+# replica identity full, and a free HTTP_PORT for the config.
+pg_pair_table() {
+  pg_start A
+  pg_start B
+  HTTP_PORT=$(free_port)
+  for db in A B; do
+    psql_on $db -c "create table t ($1); alter table t replica identity full"
+  done
+}
+
+# hold_row_lock CLUSTER TABLE ID: a session on CLUSTER locks TABLE's row
+# id = ID (SELECT ... FOR UPDATE in an open transaction) until
+# release_row_lock: writes to that row, tandem's included, wait for it.
+hold_row_lock() {
+  local fifo="$WORK/lock.$RANDOM.fifo" locks
+  mkfifo "$fifo"
+  psql -X -q -h 127.0.0.1 -p "$(port_of "$1")" -U postgres -d postgres <"$fifo" >/dev/null 2>&1 &
+  LOCK_SESSION=$!
+  exec 7>"$fifo"
+  echo "begin; select 1 from $2 where id = $3 for update; select pg_sleep(0);" >&7
+  locks() { [ "$(psql_on "$1" -c "select count(*) from pg_locks l join pg_class c on c.oid = l.relation
+                                   where c.relname = '$2' and l.mode = 'RowShareLock'")" -ge 1 ]; }
+  wait_for "row lock on $1" 30 locks "$1" "$2"
+}
+release_row_lock() {
+  echo "commit;" >&7
+  exec 7>&-
+  wait "$LOCK_SESSION" || true
+}
+
 # sq SQL: runs SQL on the state file (read-only).
 sq() { sqlite3 -readonly -cmd ".timeout 5000" "$WORK/state.db" "$@"; }
 
