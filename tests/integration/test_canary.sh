@@ -3,12 +3,7 @@
 # the other through the pipeline, its latency lands in the histogram, it is
 # cleaned up, and one that does not arrive turns /healthz degraded.
 source "$(dirname "$0")/lib.sh"
-pg_start A
-pg_start B
-HTTP_PORT=$(free_port)
-for db in A B; do
-  psql_on $db -c "create table t (id bigint primary key, v text); alter table t replica identity full"
-done
+pg_pair_table "id bigint primary key, v text"
 pg_pg_config "$WORK/cfg.json" both t:id,v
 sed -i 's/"conflict": {/"canary": { "interval_s": 1, "deadline_s": 4, "key": "-424242" }, "conflict": {/' "$WORK/cfg.json"
 check "config has a canary block" grep -q '"canary"' "$WORK/cfg.json"

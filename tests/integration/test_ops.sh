@@ -4,12 +4,7 @@
 # restart), every SPEC metric exported and moving, the systemd unit valid.
 source "$(dirname "$0")/lib.sh"
 NOTIFY_LISTEN=${NOTIFY_LISTEN:?path to notify_listen}
-pg_start A
-pg_start B
-HTTP_PORT=$(free_port)
-for db in A B; do
-  psql_on $db -c "create table t (id bigint primary key, v text, n int); alter table t replica identity full"
-done
+pg_pair_table "id bigint primary key, v text, n int"
 pg_pg_config "$WORK/cfg.json" a_to_b t:id,v,n
 
 "$NOTIFY_LISTEN" "$WORK/notify.sock" 60 >"$WORK/notify.out" &

@@ -2,12 +2,7 @@
 # PostgreSQL both ways (issue 4): concurrent writers on both sides converge
 # without echo; concurrent edits of the same keys are decided and recorded.
 source "$(dirname "$0")/lib.sh"
-pg_start A
-pg_start B
-HTTP_PORT=$(free_port)
-for db in A B; do
-  psql_on $db -c "create table t (id bigint primary key, v text, n int); alter table t replica identity full"
-done
+pg_pair_table "id bigint primary key, v text, n int"
 pg_pg_config "$WORK/cfg.json" both t:id,v,n
 start_tandem "$WORK/cfg.json" "$WORK/tandem.log"
 wait_for "tandem ready" 30 grep -q '"msg":"ready' "$WORK/tandem.log"

@@ -3,12 +3,7 @@
 # tandem's back shows in tandem_reconcile_drift and /healthz, and clears
 # once repaired.
 source "$(dirname "$0")/lib.sh"
-pg_start A
-pg_start B
-HTTP_PORT=$(free_port)
-for db in A B; do
-  psql_on $db -c "create table t (id bigint primary key, v text); alter table t replica identity full"
-done
+pg_pair_table "id bigint primary key, v text"
 pg_pg_config "$WORK/cfg.json" a_to_b t:id,v   # A has no writer: its origin is free to use below
 sed -i 's/"mappings"/"reconcile": { "interval_s": 1 }, "mappings"/' "$WORK/cfg.json"
 start_tandem "$WORK/cfg.json" "$WORK/tandem.log"
