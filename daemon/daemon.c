@@ -52,7 +52,7 @@ struct endpoint_rt {
     unsigned setup_backoff_ms;
     struct daemon *d;
     /* last values exported as counters */
-    uint64_t m_captured, m_echo, m_applied, m_conflicts, m_errors, m_delmiss;
+    uint64_t m_captured, m_echo, m_applied, m_errors, m_delmiss;
     uint64_t m_transient, m_exhausted, m_stale;
 };
 
@@ -73,6 +73,7 @@ struct daemon {
     uint64_t syncing_gen;       /* commit_gen the running sync covers */
     uint64_t synced_gen;        /* commit_gen the last finished sync covered */
     int64_t applied_min;        /* journal applied by every writer (last tick) */
+    int64_t conflicts_counted;  /* the newest conflict id in the metric */
     struct durable *durable;
     bool flush_wanted;          /* a commit waits for the running sync */
     bool failed;                /* stopping because the state cannot be synced */
@@ -312,6 +313,27 @@ static void export_counter(struct daemon *d, const char *name, const char *label
     *last = now;
 }
 
+static void add_conflicts(const char *mapping, const char *strategy, int64_t n, void *arg)
+{
+    struct daemon *d = arg;
+    char lb[256];
+
+    metrics_labels(lb, sizeof(lb), "mapping", mapping, "strategy", strategy, NULL);
+    metrics_add(d->metrics, "tandem_conflicts_total", lb, (double)n);
+}
+
+/* Whatever recorded them (either writer, the resolver, an operator's
+ * decision), conflicts are counted from the log, since this process
+ * started (conflicts_counted starts at the newest id: open_state). */
+static void export_conflicts(struct daemon *d)
+{
+    struct err e = { 0 };
+
+    if (conflict_tally_since(d->st, &d->conflicts_counted, add_conflicts, d, &e) != 0)
+        log_warn("daemon", "cannot count conflicts for the metrics; the counter stays"
+                 " behind until the state can be read", "err", e.msg);
+}
+
 static void export_metrics(struct daemon *d)
 {
     char lb[256];
@@ -385,6 +407,7 @@ static void export_metrics(struct daemon *d)
     d->applied_min = applied_min;
     if (journal_depth(d->st, applied_min, &txns, &changes, NULL) == 0)
         metrics_set(d->metrics, "tandem_journal_depth", NULL, (double)changes);
+    export_conflicts(d);
     metrics_set(d->metrics, "tandem_up", NULL, 1);
 }
 
@@ -823,6 +846,10 @@ static void on_signal(uv_signal_t *h, int signum)
 
 /* ---- run ---- */
 
+static void ignore_conflicts(const char *mapping, const char *strategy, int64_t n, void *arg)
+{
+}
+
 static int open_state(struct daemon *d, struct err *e)
 {
     int rc = state_open(&d->st, d->cfg->state_path, STATE_EXCLUSIVE, e);
@@ -845,6 +872,8 @@ static int open_state(struct daemon *d, struct err *e)
         return -EIO;
     journal_last_commit_seq(d->st, &d->durable_seq, NULL);
     d->committed_seq = d->durable_seq;
+    /* The conflicts counter starts with this process (export_conflicts). */
+    conflict_tally_since(d->st, &d->conflicts_counted, ignore_conflicts, NULL, NULL);
     /* From here on commits are synced by the durable worker. */
     if ((rc = durable_new(&d->durable, &d->loop, d->cfg->state_path, on_durable, d, e)) != 0)
         return rc;

@@ -223,6 +223,34 @@ int conflict_count(struct state *s, bool open_only, int64_t *out,
                              out, e, "conflict count");
 }
 
+int conflict_tally_since(struct state *s, int64_t *last, conflict_tally_fn fn,
+                         void *arg, struct err *e)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (last == NULL || fn == NULL)
+        return err_set(e, -EINVAL, "conflict tally: no position or callback");
+    rc = state_stmt(s, ST_CF_TALLY,
+                    "SELECT mapping, strategy, count(*), max(id) FROM conflicts"
+                    " WHERE id > ?1 GROUP BY mapping, strategy", &st, e);
+    if (rc < 0)
+        return rc;
+    if ((rc = state_bind(s, st, e, "conflict tally", "l", *last)) != 0)
+        return rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t newest = sqlite3_column_int64(st, 3);
+
+        fn((const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+           sqlite3_column_int64(st, 2), arg);
+        if (newest > *last)
+            *last = newest;
+    }
+    rc = rc == SQLITE_DONE ? 0 : state_sqlerr(s, e, rc, "conflict tally");
+    sqlite3_reset(st);
+    return rc;
+}
+
 int conflict_find_open(struct state *s, const char *mapping, const char *key,
                        int64_t *id, struct err *e)
 {

@@ -69,4 +69,12 @@ int conflict_find_open(struct state *s, const char *mapping, const char *key,
 int conflict_count(struct state *s, bool open_only, int64_t *out,
                    struct err *e);
 
+/* Conflicts recorded after id *last, per mapping and strategy: calls fn
+ * once per pair with their number (strings live until fn returns) and
+ * moves *last to the newest id seen. For counters that follow the log. */
+typedef void (*conflict_tally_fn)(const char *mapping, const char *strategy,
+                                  int64_t n, void *arg);
+int conflict_tally_since(struct state *s, int64_t *last, conflict_tally_fn fn,
+                         void *arg, struct err *e);
+
 #endif

@@ -75,6 +75,7 @@ enum state_stmt_id {
     ST_CF_COUNT,
     ST_CF_COUNT_OPEN,
     ST_CF_FIND_OPEN,
+    ST_CF_TALLY,
     /* dlq.c */
     ST_DLQ_ADD,
     ST_DLQ_LIST,

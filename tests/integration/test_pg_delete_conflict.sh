@@ -56,6 +56,9 @@ expect_eq "later update brought the row back on B" "A-after-delete" "$(psql_on B
 expect_eq "fillers deleted on A" 0 "$(psql_on A -c 'select count(*) from t where id between 5001 and 9999')"
 conflicts=$(sq "select count(*) from conflicts where key = '[\"10000\"]'")
 check "the delete's defeat is recorded" [ "$conflicts" -ge 1 ]
+conflicts_counted() { curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" |
+  grep -q '^tandem_conflicts_total{mapping="t",strategy="last_write_wins"} [1-9]'; }
+check "conflicts counted per mapping and strategy" wait_for "conflict metric" 10 conflicts_counted
 
 # Online, with A's update held up on its way to B: a session on B locks
 # row 20001 and A updates rows 20001-25000 in one transaction (B's writer

@@ -447,6 +447,58 @@ static void test_conflicts(void **ctx)
     assert_int_equal(closed, 0);
 }
 
+struct tally {
+    char pairs[4][64];
+    int64_t n[4];
+    int count;
+};
+
+static void collect_tally(const char *mapping, const char *strategy, int64_t n, void *arg)
+{
+    struct tally *t = arg;
+
+    assert_true(t->count < 4);
+    snprintf(t->pairs[t->count], sizeof(t->pairs[0]), "%s/%s", mapping, strategy);
+    t->n[t->count++] = n;
+}
+
+static void test_conflict_tally(void **ctx)
+{
+    struct fx *fx = *ctx;
+    struct err e = {0};
+    struct tally t = {0};
+    int64_t last = 0;
+    struct conflict lww = { .mapping = "customers", .key = "[\"1\"]", .strategy = "last_write_wins" };
+    struct conflict man = { .mapping = "orders", .key = "[\"1\"]", .strategy = "manual", .open = true };
+
+    assert_int_equal(conflict_tally_since(fx->s, &last, collect_tally, &t, &e), 0);
+    assert_int_equal(t.count, 0);
+    assert_int_equal(last, 0);
+    assert_int_equal(conflict_record(fx->s, &lww, &e), 0);
+    assert_int_equal(conflict_record(fx->s, &man, &e), 0);
+    lww.key = "[\"2\"]";
+    assert_int_equal(conflict_record(fx->s, &lww, &e), 0);
+    assert_int_equal(conflict_tally_since(fx->s, &last, collect_tally, &t, &e), 0);
+    assert_int_equal(t.count, 2);               /* grouped by mapping, strategy */
+    assert_string_equal(t.pairs[0], "customers/last_write_wins");
+    assert_int_equal(t.n[0], 2);
+    assert_string_equal(t.pairs[1], "orders/manual");
+    assert_int_equal(t.n[1], 1);
+    assert_int_equal(last, lww.id);             /* the newest seen */
+    /* Only what came after: nothing, then the one new conflict. */
+    memset(&t, 0, sizeof(t));
+    assert_int_equal(conflict_tally_since(fx->s, &last, collect_tally, &t, &e), 0);
+    assert_int_equal(t.count, 0);
+    man.key = "[\"9\"]";
+    assert_int_equal(conflict_record(fx->s, &man, &e), 0);
+    assert_int_equal(conflict_tally_since(fx->s, &last, collect_tally, &t, &e), 0);
+    assert_int_equal(t.count, 1);
+    assert_string_equal(t.pairs[0], "orders/manual");
+    assert_int_equal(t.n[0], 1);
+    assert_int_equal(last, man.id);
+    assert_int_equal(conflict_tally_since(fx->s, NULL, collect_tally, &t, &e), -EINVAL);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -460,6 +512,7 @@ int main(void)
         T(test_shadow_scan_by_length),
         T(test_xref),
         T(test_conflicts),
+        T(test_conflict_tally),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
