@@ -37,8 +37,8 @@ bool pgadmin_is_target(const struct config *c, const struct cfg_endpoint *ep)
 
 /* Calls fn for each mapped table of ep (a table mapped twice comes twice). */
 typedef int (*table_fn)(PGconn *conn, const struct cfg_endpoint *ep,
-                        const struct cfg_side *side, bool source, void *arg,
-                        struct err *e);
+                        const struct cfg_side *side, bool source, bool target,
+                        void *arg, struct err *e);
 
 static int each_table(PGconn *conn, const struct config *c,
                       const struct cfg_endpoint *ep, table_fn fn, void *arg,
@@ -49,12 +49,12 @@ static int each_table(PGconn *conn, const struct config *c,
     for (size_t i = 0; i < c->nmappings; i++) {
         const struct cfg_mapping *m = &c->mappings[i];
         if (m->a.ep == ep) {
-            if ((rc = fn(conn, ep, &m->a, side_reads(m, 'a'), arg, e)) < 0)
+            if ((rc = fn(conn, ep, &m->a, side_reads(m, 'a'), side_reads(m, 'b'), arg, e)) < 0)
                 return rc;
             total += rc;
         }
         if (m->b.ep == ep) {
-            if ((rc = fn(conn, ep, &m->b, side_reads(m, 'b'), arg, e)) < 0)
+            if ((rc = fn(conn, ep, &m->b, side_reads(m, 'b'), side_reads(m, 'a'), arg, e)) < 0)
                 return rc;
             total += rc;
         }
@@ -94,7 +94,7 @@ static int query_bool(PGconn *conn, const char *sql, int n,
 }
 
 static int add_to_publication(PGconn *conn, const struct cfg_endpoint *ep,
-                              const struct cfg_side *side, bool source,
+                              const struct cfg_side *side, bool source, bool target,
                               void *arg, struct err *e)
 {
     const char *p[] = { ep->publication, side->schema, side->relname };
@@ -191,6 +191,25 @@ static int setup_origin(PGconn *conn, const struct cfg_endpoint *ep, struct err 
     return 0;
 }
 
+/* The origin marks tandem's own writes for the reader's echo filter. A
+ * target needs it; any other endpoint gets it too when its role may
+ * create it, so a direction added later finds it, and goes on without it
+ * (a read-only source role) otherwise. */
+static int setup_origin_for(PGconn *conn, const struct config *c,
+                            const struct cfg_endpoint *ep, struct err *e)
+{
+    struct err oe = { 0 };
+    int rc = setup_origin(conn, ep, pgadmin_is_target(c, ep) ? e : &oe);
+
+    if (rc != 0 && !pgadmin_is_target(c, ep)) {
+        log_info("pgadmin", "no replication origin on this source-only endpoint; its role"
+                 " may not create one, and it needs none until it is a target",
+                 "endpoint", ep->name, "err", oe.msg);
+        return 0;
+    }
+    return rc;
+}
+
 int pgadmin_setup(PGconn *conn, const struct config *c,
                   const struct cfg_endpoint *ep, struct err *e)
 {
@@ -201,11 +220,7 @@ int pgadmin_setup(PGconn *conn, const struct config *c,
             (rc = setup_slot(conn, ep, e)) != 0)
             return rc;
     }
-    /* The origin marks tandem's own writes for the reader's echo filter;
-     * created for every endpoint so a direction added later finds it. */
-    if ((rc = setup_origin(conn, ep, e)) != 0)
-        return rc;
-    return 0;
+    return setup_origin_for(conn, c, ep, e);
 }
 
 int pgadmin_setup_except_slot(PGconn *conn, const struct config *c,
@@ -215,7 +230,7 @@ int pgadmin_setup_except_slot(PGconn *conn, const struct config *c,
 
     if (pgadmin_is_source(c, ep) && (rc = setup_publication(conn, c, ep, e)) != 0)
         return rc;
-    return setup_origin(conn, ep, e);
+    return setup_origin_for(conn, c, ep, e);
 }
 
 int pgadmin_slot_exists(PGconn *conn, const struct cfg_endpoint *ep,
@@ -277,19 +292,33 @@ static int report(struct check_ctx *k, bool ok, bool warn_only,
     return ok || warn_only ? 0 : 1;
 }
 
+/* The write privileges a target table lacks, as "INSERT, DELETE", or "".
+ * (has_table_privilege with a list is true when any one is held.) */
+static void missing_writes(PGresult *r, int first, char *out, size_t cap)
+{
+    static const char *const names[] = { "INSERT", "UPDATE", "DELETE" };
+
+    out[0] = '\0';
+    for (int i = 0; i < 3; i++)
+        if (strcmp(PQgetvalue(r, 0, first + i), "t") != 0)
+            snprintf(out + strlen(out), cap - strlen(out), "%s%s", out[0] ? ", " : "",
+                     names[i]);
+}
+
 static int check_table(PGconn *conn, const struct cfg_endpoint *ep,
-                       const struct cfg_side *side, bool source, void *arg,
-                       struct err *e)
+                       const struct cfg_side *side, bool source, bool target,
+                       void *arg, struct err *e)
 {
     struct check_ctx *k = arg;
     const char *p[] = { ep->publication, side->schema, side->relname };
-    char what[512], *ident;
+    char what[512], lacks[64], detail[256], *ident;
     PGresult *r;
     int bad = 0;
 
     r = pgconn_query(conn,
         "select c.relreplident, has_table_privilege(c.oid, 'select'),"
-        " has_table_privilege(c.oid, 'insert,update,delete'),"
+        " has_table_privilege(c.oid, 'insert'), has_table_privilege(c.oid, 'update'),"
+        " has_table_privilege(c.oid, 'delete'),"
         " exists(select 1 from pg_publication_tables where pubname = $1"
         "   and schemaname = $2 and tablename = $3)"
         " from pg_class c where c.oid = to_regclass(quote_ident($2) || '.' || quote_ident($3))",
@@ -305,9 +334,12 @@ static int check_table(PGconn *conn, const struct cfg_endpoint *ep,
     bad += report(k, true, false, what, "exists");
     if (strcmp(PQgetvalue(r, 0, 1), "t") != 0)
         bad += report(k, false, false, what, "no SELECT privilege: GRANT SELECT ON TABLE ... TO <role>");
-    if (strcmp(PQgetvalue(r, 0, 2), "t") != 0)
-        bad += report(k, false, false, what,
-                      "no INSERT/UPDATE/DELETE privilege: GRANT INSERT, UPDATE, DELETE ON TABLE ... TO <role>");
+    missing_writes(r, 2, lacks, sizeof(lacks));
+    if (target && lacks[0] != '\0') {
+        snprintf(detail, sizeof(detail), "no %s privilege (tandem writes here): GRANT %s"
+                 " ON TABLE ... TO <role>", lacks, lacks);
+        bad += report(k, false, false, what, detail);
+    }
     if (source) {
         ident = PQgetvalue(r, 0, 0);
         if (ident[0] == 'n')
@@ -318,7 +350,7 @@ static int check_table(PGconn *conn, const struct cfg_endpoint *ep,
                    "replica identity DEFAULT/INDEX works with less conflict detail; FULL recommended");
         else
             report(k, true, false, what, "replica identity FULL");
-        if (strcmp(PQgetvalue(r, 0, 3), "t") != 0)
+        if (strcmp(PQgetvalue(r, 0, 5), "t") != 0)
             report(k, false, true, what, "not in the publication yet: run or setup adds it");
     }
     PQclear(r);
@@ -342,7 +374,9 @@ static int check_server(PGconn *conn, const struct config *c,
         " exists(select 1 from pg_replication_origin where roname = $3),"
         " has_function_privilege('pg_replication_origin_session_setup(text)', 'execute')"
         "  and has_function_privilege('pg_replication_origin_xact_setup(pg_lsn, timestamptz)', 'execute')"
-        "  and has_function_privilege('pg_replication_origin_progress(text, boolean)', 'execute'),"
+        "  and has_function_privilege('pg_replication_origin_progress(text, boolean)', 'execute')"
+        "  and has_function_privilege('pg_replication_origin_oid(text)', 'execute')"
+        "  and has_function_privilege('pg_replication_origin_advance(text, pg_lsn)', 'execute'),"
         " has_database_privilege(current_database(), 'create')",
         3, p, e);
     if (r == NULL)
@@ -370,7 +404,8 @@ static int check_server(PGconn *conn, const struct config *c,
                       : "missing: GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text),"
                         " pg_replication_origin_xact_setup(pg_lsn, timestamptz),"
                         " pg_replication_origin_progress(text, boolean),"
-                        " pg_replication_origin_create(text), pg_replication_origin_advance(text, pg_lsn) TO <role>");
+                        " pg_replication_origin_oid(text), pg_replication_origin_advance(text, pg_lsn),"
+                        " pg_replication_origin_create(text) TO <role>");
     }
     PQclear(r);
     return bad;

@@ -3,11 +3,7 @@
 # backoff until it passes; one that outlasts the retry policy goes to the
 # DLQ with its error, and other keys keep flowing.
 source "$(dirname "$0")/lib.sh"
-pg_start A
-pg_start B
-for db in A B; do
-  psql_on $db -c "create table t (id bigint primary key, v text); alter table t replica identity full"
-done
+pg_pair_table "id bigint primary key, v text"
 # tandem's sessions on B give up on a row lock after 300 ms.
 psql_on B -c "alter role postgres set lock_timeout = '300ms'"
 pg_pg_config "$WORK/cfg.json" a_to_b t:id,v
