@@ -20,6 +20,7 @@
 #include "../state/journal.h"
 #include "../state/state.h"
 #include "backfill.h"
+#include "backoff.h"
 #include "canaries.h"
 #include "dlq_retry.h"
 #include "durable.h"
@@ -699,6 +700,7 @@ static void on_setup_timer(uv_timer_t *t)
     struct daemon *d = r->d;
     struct err e = { 0 };
     char delay[32];
+    uint64_t wait_ms;
     PGconn *c;
 
     if (d->stopping)
@@ -712,10 +714,11 @@ static void on_setup_timer(uv_timer_t *t)
         return;
     }
     PQfinish(c);
-    snprintf(delay, sizeof(delay), "%u", r->setup_backoff_ms);
+    wait_ms = backoff_jitter(r->setup_backoff_ms);
+    snprintf(delay, sizeof(delay), "%" PRIu64, wait_ms);
     log_error("daemon", "endpoint not ready; retrying", "endpoint", r->ep->name,
               "err", e.msg, "retry_in_ms", delay);
-    uv_timer_start(&r->setup_timer, on_setup_timer, r->setup_backoff_ms, 0);
+    uv_timer_start(&r->setup_timer, on_setup_timer, wait_ms, 0);
     if (r->setup_backoff_ms < 30000)
         r->setup_backoff_ms *= 2;
     update_health(d);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../../daemon/backoff.h"
 #include "../../daemon/log.h"
 #include "../../daemon/strbuf.h"
 #include "../../resolver/canon.h"
@@ -1628,7 +1629,7 @@ static void on_sync(struct pgsink *s)
     if (!data_error) {
         /* Hold feeding back until the timer: not a per-row problem. */
         s->hold = true;
-        uv_timer_start(&s->feed_timer, on_feed_timer, s->backoff_ms, 0);
+        uv_timer_start(&s->feed_timer, on_feed_timer, backoff_jitter(s->backoff_ms), 0);
         s->backoff_ms = s->backoff_ms * 2 > (unsigned)s->cfg->retry.backoff_max_ms
                         ? (unsigned)s->cfg->retry.backoff_max_ms : s->backoff_ms * 2;
     }
@@ -1805,17 +1806,18 @@ void sink_fail(struct pgsink *s, const char *what, const char *detail)
 {
     char msg[512], delay[32];
     bool was_up = s->state == SK_READY;
+    uint64_t wait_ms = backoff_jitter(s->backoff_ms);
 
     if (s->state == SK_CLOSING)
         return;
     if (detail == NULL && s->conn != NULL)
         detail = pgconn_error(s->conn, msg, sizeof(msg));
-    snprintf(delay, sizeof(delay), "%u", s->backoff_ms);
+    snprintf(delay, sizeof(delay), "%" PRIu64, wait_ms);
     log_error("pgsink", what, "endpoint", s->ep->name, "err", detail,
               "retry_in_ms", delay);
     sink_disconnect(s);
     s->state = SK_IDLE;
-    uv_timer_start(&s->retry_timer, on_retry, s->backoff_ms, 0);
+    uv_timer_start(&s->retry_timer, on_retry, wait_ms, 0);
     s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
     if (was_up && s->hooks.on_connection)
         s->hooks.on_connection(s->hooks.arg, s, false);

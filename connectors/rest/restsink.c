@@ -8,6 +8,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "../../daemon/backoff.h"
 #include "../../daemon/log.h"
 #include "../../daemon/strbuf.h"
 #include "../../resolver/canon.h"
@@ -668,7 +669,7 @@ static void retry_later(struct op *op, const struct rest_resp *r, enum rest_clas
         delay = (uint64_t)BACKOFF_BASE_MS << (op->attempts > 16 ? 16 : op->attempts - 1);
         if (delay > cap)
             delay = cap;
-        delay = delay / 2 + rng_next(s) % (delay / 2 + 1);
+        delay = backoff_jitter(delay);
     }
     /* A create without an answer (or with a 5xx) may have happened: the
      * next attempt looks the record up by its key first (404 → create,

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/time.h>
 
+#include "../../daemon/backoff.h"
 #include "../../daemon/log.h"
 #include "../../daemon/strbuf.h"
 #include "../../resolver/canon.h"
@@ -121,8 +122,10 @@ static void feed_retry(struct feed *f, const char *what, const char *why,
     f->fails++;
     if (retry_after_ms >= 0)
         delay = retry_after_ms < BACKOFF_MIN_MS ? BACKOFF_MIN_MS : (uint64_t)retry_after_ms;
-    else
+    else {
+        delay = backoff_jitter(delay);
         f->backoff_ms = f->backoff_ms * 2 > backoff_max(p) ? backoff_max(p) : f->backoff_ms * 2;
+    }
     snprintf(d, sizeof(d), "%" PRIu64, delay);
     log_error("restsrc", what, "endpoint", p->ep->name, "mapping", f->m->name,
               "err", why, "retry_in_ms", d);
