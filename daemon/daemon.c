@@ -353,7 +353,12 @@ static void export_metrics(struct daemon *d)
             metrics_labels(lb, sizeof(lb), "to", r->ep->name, NULL);
             export_counter(d, "tandem_pg_delete_missing_total", lb, s->delete_missing, &r->m_delmiss);
             metrics_labels(lb, sizeof(lb), "to", r->ep->name, "kind", "rejected", NULL);
-            export_counter(d, "tandem_apply_errors_total", lb, s->errors, &r->m_errors);
+            export_counter(d, "tandem_apply_errors_total", lb, s->errors - s->exhausted,
+                           &r->m_errors);
+            metrics_labels(lb, sizeof(lb), "to", r->ep->name, "kind", "exhausted", NULL);
+            export_counter(d, "tandem_apply_errors_total", lb, s->exhausted, &r->m_exhausted);
+            metrics_labels(lb, sizeof(lb), "to", r->ep->name, "kind", "transient", NULL);
+            export_counter(d, "tandem_apply_errors_total", lb, s->transient, &r->m_transient);
             /* One peer per endpoint here: "from" names the other side. */
             for (int j = 0; j < d->neps; j++)
                 if (j != i && (d->eps[j].src || d->eps[j].rsrc)) {

@@ -1589,6 +1589,7 @@ static void on_sync(struct pgsink *s)
     /* The target transaction failed: roll it back, then redo from the
      * last commit without the rejected change. */
     bool data_error = s->seg_error_entry.kind == Q_STMT && !transient_sqlstate(s->seg_sqlstate);
+    bool exhausted = false;
     s->seg_failed = false;
     if (s->seg_error_entry.kind == Q_FAST || s->seg_error_entry.kind == Q_FAST_UPDATE ||
         s->seg_error_entry.kind == Q_FAST_UPDATES) {
@@ -1615,15 +1616,18 @@ static void on_sync(struct pgsink *s)
     if (!data_error && s->seg_error_entry.kind == Q_STMT &&
         retries_exhausted(s, s->seg_error_entry.seq)) {
         /* Transient, but past the retry policy (G8): dead-letter it. */
-        data_error = true;
+        data_error = exhausted = true;
     }
-    if (data_error && strcmp(s->seg_sqlstate, "23503") == 0)
+    if (data_error && strcmp(s->seg_sqlstate, "23503") == 0) {
         wait_for_parent(s, &s->seg_error_entry, s->seg_error);
-    else if (data_error)
+    } else if (data_error) {
+        s->stats.exhausted += exhausted;    /* a share of errors, counted there */
         sink_dead_letter(s, &s->seg_error_entry, s->seg_error);
-    else
+    } else {
+        s->stats.transient++;
         log_error("pgsink", "target transaction failed; retrying", "endpoint",
                   s->ep->name, "sqlstate", s->seg_sqlstate, "err", s->seg_error);
+    }
     if (!roll_back_and_restart(s))
         return;
     if (!data_error) {

@@ -30,7 +30,9 @@ struct pgsink_stats {
     uint64_t conflicts;
     uint64_t delete_missing;    /* deletes of rows already gone */
     uint64_t stale_dropped;     /* older than their record's delete (G5) */
-    uint64_t errors;            /* changes the target rejected */
+    uint64_t errors;            /* changes dead-lettered (rejected or exhausted) */
+    uint64_t exhausted;         /* of those, transient failures past the retry policy */
+    uint64_t transient;         /* target transactions failed and retried */
     int64_t lag_us;             /* commit to applied, for the last target commit */
 };
 
