@@ -388,6 +388,8 @@ static const char *conflict_mode(const struct cfg_mapping *m,
 {
     char target_side = target == &m->a ? 'a' : 'b';
 
+    if (resolved_in_c(m))
+        return "2";     /* the resolver decides */
     switch (m->strategy) {
     case CFG_STRAT_PRIORITY:
         return m->priority == target_side ? "2" : "1";
@@ -401,10 +403,15 @@ static const char *conflict_mode(const struct cfg_mapping *m,
 }
 
 /* True when the resolver, not the conditional statement, decides the
- * mapping's conflicts. */
+ * mapping's conflicts: field_merge, plugin, and last_write_wins by a
+ * mapped timestamp_field (the versions are the two rows' values of it,
+ * read and compared as the resolver does for every peer, not commit
+ * times; an unmapped one is not in the rows, and commit times decide). */
 static bool resolved_in_c(const struct cfg_mapping *m)
 {
-    return m->strategy == CFG_STRAT_FIELD_MERGE || m->strategy == CFG_STRAT_PLUGIN;
+    return m->strategy == CFG_STRAT_FIELD_MERGE || m->strategy == CFG_STRAT_PLUGIN ||
+           (m->strategy == CFG_STRAT_LWW && m->timestamp_field != NULL &&
+            config_field_a_to_b(m, m->timestamp_field) != NULL);
 }
 
 
