@@ -394,6 +394,8 @@ static void export_metrics(struct daemon *d)
                                    r->ep->name, NULL);
                     export_counter(d, "tandem_changes_applied_total", lb, s->applied,
                                    &r->m_applied);
+                    metrics_set(d->metrics, "tandem_lag_seconds", lb,
+                                s->lag_us > 0 ? (double)s->lag_us / 1e6 : 0);
                     break;
                 }
             if (restsink_applied(r->rsink) < applied_min)

@@ -99,6 +99,7 @@ struct restsink {
     /* progress */
     int64_t applied_seq, done_seq, durable_seq, fed_seq;
     int64_t cur_txn, cur_txn_seq, cur_after;
+    int64_t cur_txn_ts_us;      /* its source commit time (lag) */
     int64_t hold_seq;
     struct held_key *held;
     size_t nheld;
@@ -226,8 +227,12 @@ static void retire(struct restsink *s)
 
         if (!op->marker && op->state != OP_DONE)
             break;
-        if (op->marker && op->commit_seq > s->done_seq)
+        if (op->marker && op->commit_seq > s->done_seq) {
             s->done_seq = op->commit_seq;
+            /* Source commit to the last of its writes answered. */
+            if (op->version_us > 0)
+                s->stats.lag_us = now_us() - op->version_us;
+        }
         op_free(op);
         s->whead = (s->whead + 1) % WINDOW_MAX;
         s->wlen--;
@@ -1691,7 +1696,7 @@ static int on_change(const struct change *c, void *arg)
 }
 
 struct txn_pick {
-    int64_t txn, commit_seq;
+    int64_t txn, commit_seq, commit_ts_us;
     bool found;
 };
 
@@ -1701,6 +1706,7 @@ static int pick_txn(const struct journal_txn_info *info, void *arg)
 
     p->txn = info->txn;
     p->commit_seq = info->commit_seq;
+    p->commit_ts_us = info->commit_ts_us;
     p->found = true;
     return 1;
 }
@@ -1726,6 +1732,7 @@ static void feed(struct restsink *s)
                 break;
             s->cur_txn = pk.txn;
             s->cur_txn_seq = pk.commit_seq;
+            s->cur_txn_ts_us = pk.commit_ts_us;
             s->cur_after = 0;
         }
         limit = (int)(WINDOW_MAX - 1 - s->wlen);
@@ -1746,6 +1753,7 @@ static void feed(struct restsink *s)
             mk->s = s;
             mk->marker = true;
             mk->commit_seq = s->cur_txn_seq;
+            mk->version_us = s->cur_txn_ts_us;
             win_push(s, mk);
             s->fed_seq = s->cur_txn_seq;
             s->cur_txn = 0;

@@ -72,6 +72,8 @@ struct restsink_stats {
     uint64_t rejected;          /* permanent errors, sent to the DLQ */
     uint64_t exhausted;         /* transient past the retry policy, DLQ */
     uint64_t held;              /* changes held behind a parked key */
+    int64_t lag_us;             /* source commit to written, for the last
+                                 * journal transaction done */
 };
 
 struct restsink_hooks {

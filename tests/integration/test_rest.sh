@@ -170,6 +170,11 @@ expect_eq "journal does not grow while idle" "$crm_changes" \
   "$(sq "select count(*) from journal_change c join journal_txn t using (txn) where t.endpoint = 'crm'")"
 echo_n=$(metric 'tandem_echo_suppressed_total{endpoint="crm"}')
 check "echo suppression counted (${echo_n:-none})" test "${echo_n:-0}" -ge 200
+# Lag into the REST peer: source commit to the last write answered, a
+# fraction of a second to a few seconds here, never the 0 of "unknown".
+lag=$(metric 'tandem_lag_seconds{from="app",to="crm"}')
+check "lag into the rest peer measured (${lag:-none} s)" \
+  awk -v l="${lag:-0}" 'BEGIN { exit !(l > 0 && l < 60) }'
 
 # ---- updates and deletes both ways ----
 psql_on A -c "update customers set name = name || '-u', balance = balance + 1 where id <= 1050 and id > 1000"
