@@ -30,6 +30,7 @@
 #define GROUP_CHANGES 5000     /* close a target transaction past this */
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
+#define DRAIN_MS 5000           /* stopping: longest wait for the last commit */
 
 
 static void sink_connect(struct pgsink *s);
@@ -38,6 +39,9 @@ static void fast_reset(struct pgsink *s);
 static bool held_by_parked_key(struct pgsink *s, const struct change *c, bool *retrying);
 static void wait_for_parent(struct pgsink *s, const struct q_entry *q, const char *msg);
 static bool resolved_in_c(const struct cfg_mapping *m);
+static void finish_close(struct pgsink *s);
+static void drain_check(struct pgsink *s);
+static void drain_failed(struct pgsink *s, const char *err);
 
 /* ---- the in-flight queue ---- */
 
@@ -1051,7 +1055,7 @@ static void feed(struct pgsink *s)
                     goto fail;
                 continue;
             }
-            if (!next_txn(s) && !next_open_txn(s)) {
+            if (s->draining || (!next_txn(s) && !next_open_txn(s))) {
                 /* (not when next_txn just abandoned an early transaction) */
                 if (may_commit && answered && !s->abandoning && send_commit(s) != 0)
                     goto fail;
@@ -1592,6 +1596,10 @@ static void on_sync(struct pgsink *s)
     }
     if (!s->seg_failed)
         return;
+    if (s->draining) {
+        drain_failed(s, s->seg_error);
+        return;
+    }
     s->barrier_seq = 0;     /* its result will not come: the redo resends it */
     /* The target transaction failed: roll it back, then redo from the
      * last commit without the rejected change. */
@@ -1746,6 +1754,7 @@ static void read_results(struct pgsink *s)
         ensure_sync(s);
     if (s->state == SK_READY)
         feed(s);
+    drain_check(s);
 }
 
 /* ---- connection ---- */
@@ -1821,6 +1830,10 @@ void sink_fail(struct pgsink *s, const char *what, const char *detail)
 
     if (s->state == SK_CLOSING)
         return;
+    if (s->draining) {
+        drain_failed(s, detail ? detail : s->conn ? PQerrorMessage(s->conn) : "");
+        return;
+    }
     if (detail == NULL && s->conn != NULL)
         detail = pgconn_error(s->conn, msg, sizeof(msg));
     snprintf(delay, sizeof(delay), "%" PRIu64, wait_ms);
@@ -2022,16 +2035,74 @@ static void on_closed(uv_handle_t *h)
     free(s);
 }
 
-void pgsink_close(struct pgsink *s, void (*done)(void *arg), void *arg)
+static void finish_close(struct pgsink *s)
 {
     /* An open target transaction is rolled back by the disconnect; origin
      * progress makes the next start resume exactly after the last commit. */
     s->state = SK_CLOSING;
+    s->draining = false;
     sink_disconnect(s);
-    s->closed = done;
-    s->closed_arg = arg;
     s->pending_closes = 3;
     uv_close((uv_handle_t *)&s->parent_timer, on_closed);
     uv_close((uv_handle_t *)&s->retry_timer, on_closed);
     uv_close((uv_handle_t *)&s->feed_timer, on_closed);
+}
+
+/* Done draining once everything sent is answered and committed, or when
+ * the commit waits for a state sync, which no longer comes: what was
+ * saved for it (a conflict, a DLQ entry) needs the disk first, so the
+ * transaction rolls back and is redone at the next start. */
+static void drain_check(struct pgsink *s)
+{
+    if (!s->draining)
+        return;
+    if ((s->qlen == 0 && !s->in_txn) ||
+        (s->in_txn && s->stmts_out == 0 && s->synced_gen < s->hold_gen))
+        finish_close(s);
+}
+
+static void drain_failed(struct pgsink *s, const char *err)
+{
+    log_warn("pgsink", "stopping: the target transaction being finished failed;"
+             " it is rolled back and redone at the next start", "endpoint",
+             s->ep->name, "err", err);
+    finish_close(s);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    struct pgsink *s = t->data;
+
+    if (!s->draining)
+        return;
+    log_warn("pgsink", "stopping: the target transaction being finished did not commit"
+             " in time; it is rolled back and redone at the next start", "endpoint",
+             s->ep->name);
+    finish_close(s);
+}
+
+void pgsink_close(struct pgsink *s, void (*done)(void *arg), void *arg)
+{
+    s->closed = done;
+    s->closed_arg = arg;
+    /* The owner is going away: nothing more goes back to it. */
+    s->hooks.on_applied = NULL;
+    s->hooks.on_connection = NULL;
+    s->hooks.on_canary_candidate = NULL;
+    /* Drain (SPEC: SIGTERM drains in-flight applies): source transactions
+     * already being sent are finished and committed, and a COMMIT already
+     * sent is waited for (the server would run it after a disconnect
+     * anyway), so the applied position is saved before the exit; nothing
+     * new starts. Not a transaction still arriving (applied early), nor
+     * after a failure: those roll back. */
+    if (s->state == SK_READY && (s->in_txn || s->qlen > 0) && !s->seg_failed && !s->hold &&
+        !s->cur_open && s->early_txn == 0 && !s->abandoning) {
+        s->draining = true;
+        uv_timer_stop(&s->retry_timer);
+        uv_timer_start(&s->retry_timer, on_drain_timeout, DRAIN_MS, 0);
+        feed(s);
+        drain_check(s);
+        return;
+    }
+    finish_close(s);
 }

@@ -99,6 +99,7 @@ struct pgsink {
     int64_t group_last_seq, group_ts_us;
     bool in_txn;
     bool hold;                  /* feeding paused until feed_timer */
+    bool draining;              /* closing: finishing what is sent (pgsink_close) */
     bool parked_any;            /* some key is parked: check each change */
     /* A change whose conflict the resolver decides (field_merge, plugin)
      * is a barrier: nothing more is sent until its result is in, so the
