@@ -1,6 +1,7 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -93,11 +94,13 @@ static void puts_raw(struct line *l, const char *s)
     put(l, s, strlen(s));
 }
 
-static void put_json_string(struct line *l, const char *s)
+/* s with '"', '\\' and control characters escaped as JSON escapes them:
+ * whatever a value holds (a server's multi-line error), the event stays
+ * on one line. */
+static void put_escaped(struct line *l, const char *s)
 {
     char esc[8];
 
-    put(l, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         switch (*p) {
         case '"': put(l, "\\\"", 2); break;
@@ -114,7 +117,28 @@ static void put_json_string(struct line *l, const char *s)
             }
         }
     }
+}
+
+static void put_json_string(struct line *l, const char *s)
+{
     put(l, "\"", 1);
+    put_escaped(l, s);
+    put(l, "\"", 1);
+}
+
+/* A text-format value: bare when it is one plain word, else quoted and
+ * escaped like a JSON string (key="two words"), so fields split on
+ * spaces and every event is one line. */
+static void put_text_value(struct line *l, const char *v)
+{
+    bool plain = v[0] != '\0';
+
+    for (const unsigned char *p = (const unsigned char *)v; *p && plain; p++)
+        plain = *p > ' ' && *p != '"' && *p != '=' && *p != '\\' && *p != 0x7f;
+    if (plain)
+        puts_raw(l, v);
+    else
+        put_json_string(l, v);
 }
 
 static void format_ts(char *out, size_t cap)
@@ -155,7 +179,7 @@ static void put_field(struct line *l, const char *k, const char *v)
         put(l, " ", 1);
         puts_raw(l, k);
         put(l, "=", 1);
-        puts_raw(l, v ? masked(v, scratch, sizeof(scratch)) : "null");
+        put_text_value(l, v ? masked(v, scratch, sizeof(scratch)) : "null");
     }
 }
 
@@ -187,7 +211,7 @@ void log_event(enum log_level lvl, const char *mod, const char *msg, ...)
         put(&l, " ", 1);
         puts_raw(&l, mod);
         puts_raw(&l, ": ");
-        puts_raw(&l, m);
+        put_escaped(&l, m);
     }
     if (L.pipeline[0])
         put_field(&l, "pipeline", L.pipeline);

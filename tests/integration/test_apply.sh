@@ -89,6 +89,16 @@ expect_eq "dlq list empty after the retry" "" "$("$TANDEM" dlq list -c "$WORK/cf
 check "dlq list --history keeps it" bash -c "'$TANDEM' dlq list --history -c '$WORK/cfg.json' | grep -q retried"
 set +e; "$TANDEM" dlq retry 999999 -c "$WORK/cfg.json" >/dev/null 2>&1; rc=$?; set -e
 expect_eq "retry of an unknown entry exits 1" 1 $rc
+# dlq retry --all: two rejected keys, the peer fixed once, one command.
+psql_on B -c "alter table t add constraint t_v_check check (v <> 'bad')"
+psql_on A -c "insert into t (id, v) values (-4, 'bad'), (-5, 'bad')"
+two_open() { [ "$(sq "select count(*) from dlq where status = 'open'")" = 2 ]; }
+wait_for "two entries in the DLQ" 30 two_open
+psql_on B -c "alter table t drop constraint t_v_check"
+"$TANDEM" dlq retry --all -c "$WORK/cfg.json" >"$WORK/retry_all.out"
+both_landed() { [ "$(psql_on B -c 'select count(*) from t where id in (-4, -5)')" = 2 ]; }
+check "dlq retry --all applies every open entry" wait_for "retried rows" 30 both_landed
+expect_eq "dlq list empty after retry --all" "" "$("$TANDEM" dlq list -c "$WORK/cfg.json")"
 kill -TERM $TANDEM_PID
 set +e; wait $TANDEM_PID; rc=$?; set -e
 expect_eq "clean stop" 0 $rc
