@@ -36,6 +36,9 @@ psql_on A -c "insert into people (id, name) values (1, 'Ada'), (2, 'Alan')"
 wait_for "rows on B" 20 bash -c "[ \$(psql -X -At -h 127.0.0.1 -p $B_PORT -U postgres -d postgres -c 'select count(*) from contacts') = 2 ]"
 expect_eq "renamed columns carry the values" "1|Ada|b-default" "$(psql_on B -c 'select contact_id, full_name, origin from contacts where contact_id = 1')"
 expect_eq "peer triggers fire for applied rows" 2 "$(psql_on B -c 'select count(*) from audit')"
+# The unmapped column is named once per relation description, not per row.
+expect_eq "one warning for the unmapped column" 1 \
+  "$(grep -c '"msg":"column not in the mapping.s fields: ignored".*"table":"people","column":"note"' "$WORK/tandem.log")"
 psql_on B -c "update contacts set full_name = 'Alan M. Turing', origin = 'edited on b' where contact_id = 2"
 psql_on B -c "insert into contacts (contact_id, full_name) values (3, 'Grace')"
 wait_for "B's rows on A" 20 bash -c "[ \$(psql -X -At -h 127.0.0.1 -p $A_PORT -U postgres -d postgres -c 'select count(*) from people') = 3 ]"

@@ -50,7 +50,8 @@ cat >"$WORK/cfg.json" <<JSON
   "endpoints": {
     "app": { "kind": "postgres", "conninfo": "$(conninfo_of A)" },
     "crm": { "kind": "rest", "base_url": "$CRM", $REST_EP },
-    "crms": { "kind": "rest", "base_url": "$CRM", "numeric": "string", $REST_EP } },
+    "crms": { "kind": "rest", "base_url": "$CRM", "numeric": "string", "tls_verify": false,
+              $REST_EP } },
   "mappings": [
     $(rest_map notes_soft crm '{ "soft": "archived" }'),
     $(rest_map notes_ign crm '"ignore"'),
@@ -106,6 +107,8 @@ export CRM WORK A_PORT LIVE
 
 start_tandem "$WORK/cfg.json" "$WORK/tandem.log"
 wait_for "tandem ready" 30 grep -q '"msg":"ready' "$WORK/tandem.log"
+expect_eq "tls_verify false is warned about at start, for that endpoint only" 1 \
+  "$(grep -c '"level":"warn".*"msg":"TLS verification is off.*"endpoint":"crms"' "$WORK/tandem.log")"
 
 # ---- 1. deletes: soft flag, ignore, propagate on three mappings ----
 for t in notes_soft notes_ign notes_prop; do
