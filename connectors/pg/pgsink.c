@@ -350,17 +350,25 @@ static int64_t shadow_version(const struct shadow *sh)
     return sh->version_a_us > sh->version_b_us ? sh->version_a_us : sh->version_b_us;
 }
 
-/* G5: a change older than the delete that left its record's tombstone
- * does not bring the record back; it is dropped and counted. */
-static void drop_stale(struct pgsink *s, const struct change *c, const struct shadow *old)
+/* The side of the mapping a change goes to: its version in a shadow. */
+static int64_t target_side_version(const struct shadow *sh, const struct change *c,
+                                   const struct cfg_mapping *m)
+{
+    return strcmp(m->a.endpoint, c->endpoint) == 0 ? sh->version_b_us : sh->version_a_us;
+}
+
+/* G5: a change older than the delete of its record does not bring the
+ * record back; it is dropped and counted. */
+static void count_stale(struct pgsink *s, const char *mapping, const char *key,
+                        int64_t version_us, int64_t newer_us)
 {
     char ver[24], del[24];
 
-    snprintf(ver, sizeof(ver), "%" PRId64, c->version_us);
-    snprintf(del, sizeof(del), "%" PRId64, shadow_version(old));
+    snprintf(ver, sizeof(ver), "%" PRId64, version_us);
+    snprintf(del, sizeof(del), "%" PRId64, newer_us);
     s->stats.stale_dropped++;
     log_info("pgsink", "stale change dropped: older than the delete of its record",
-             "endpoint", s->ep->name, "mapping", c->mapping, "key", c->key,
+             "endpoint", s->ep->name, "mapping", mapping, "key", key,
              "version_us", ver, "deleted_us", del);
 }
 
@@ -462,7 +470,7 @@ int sink_send_write(struct pgsink *s, const struct write_req *w, struct err *e)
         param_add(&p, w->mode);
     }
     if (sh.op == 'U')
-        param_add(&p, w->keep_missing ? "true" : "false");
+        param_add(&p, w->keep_missing_us > 0 ? "true" : "false");
     if (p.overflow)
         return err_set(e, -E2BIG, "change %" PRId64 " has too many columns", w->seq);
     if ((name = stmt_for(s, &sh)) == NULL ||
@@ -472,7 +480,7 @@ int sink_send_write(struct pgsink *s, const struct write_req *w, struct err *e)
     q->seq = w->seq;
     q->op = w->op;
     q->had_base = w->base != NULL;
-    q->keep_missing = sh.op == 'U' && w->keep_missing;
+    q->keep_missing_us = sh.op == 'U' ? w->keep_missing_us : 0;
     q->version_us = w->version_us;
     q->mapping = strdup(w->mapping);
     q->key = strdup(w->key);
@@ -507,17 +515,18 @@ static int send_change(struct pgsink *s, const struct change *c,
     if (c->op != CHANGE_INSERT && !clean_update_alone(s, c, m))
         have_old = shadow_get(s->st, c->mapping, c->key, &old, NULL) == 0;
     if (have_old && old.tombstone && c->version_us < shadow_version(&old)) {
-        drop_stale(s, c, &old);
+        count_stale(s, c->mapping, c->key, c->version_us, shadow_version(&old));
         rc = 0;
         goto out;
     }
-    /* Both sides agreed the row exists, so a missing row is one the target
-     * deleted since: its delete is on its way to the other side, where it
-     * meets this change's row and is decided; when this change wins there,
-     * the row comes back from there. Inserting it here would resurrect a
-     * row that a later delete removed. */
-    w.keep_missing = c->op == CHANGE_UPDATE && have_old && !old.tombstone &&
-                     m->direction == CFG_DIR_BOTH && m->deletes == CFG_DEL_PROPAGATE;
+    /* A missing row is normally an upsert (out of order, or never there).
+     * When the target side's last known version of the record is newer
+     * than this update, it was deleted after it: the update is stale and
+     * must not resurrect it (the version survives a tombstone overwritten
+     * by this change's own first try, whose shadow write a redo sees). */
+    if (c->op == CHANGE_UPDATE && have_old &&
+        target_side_version(&old, c, m) > c->version_us)
+        w.keep_missing_us = target_side_version(&old, c, m);
     base = advance_shadow(s, c, fields, have_old ? &old : NULL);
     if (c->op == CHANGE_INSERT) {
         /* An insert was made on no row: a row already there is a conflict
@@ -1142,10 +1151,8 @@ static void on_stmt_result(struct pgsink *s, const struct q_entry *q, PGresult *
     }
     if (q->op == 'D' && !exists)
         s->stats.delete_missing++;
-    if (q->keep_missing && !exists)
-        log_info("pgsink", "update of a row the target deleted: left deleted; the delete"
-                 " is decided where it is applied and the row comes back if it loses",
-                 "endpoint", s->ep->name, "mapping", q->mapping, "key", q->key);
+    if (q->keep_missing_us > 0 && !exists)
+        count_stale(s, q->mapping, q->key, q->version_us, q->keep_missing_us);
     statement_answered(s, q);
     if (q->resolve && exists && !clean && written == 0)
         sink_resolve_here(s, q, PQgetisnull(r, 0, 3) ? NULL : PQgetvalue(r, 0, 3),
@@ -1346,6 +1353,16 @@ static void dead_letter_change(struct pgsink *s, const struct change *c, const c
     park_change(s, c, msg, false);
 }
 
+/* The target refused a change whose shadow was already advanced when it
+ * was sent: the two sides do not agree on that record any more. Without
+ * a shadow, a later change of the key upserts (send_change), instead of
+ * taking a row the target never got for one it deleted. */
+static void forget_agreement(struct pgsink *s, const char *mapping, const char *key)
+{
+    if (state_begin(s->st, NULL) == 0)
+        shadow_delete(s->st, mapping, key, NULL);
+}
+
 static void change_of(const struct q_entry *q, struct change *c)
 {
     memset(c, 0, sizeof(*c));
@@ -1388,6 +1405,7 @@ void sink_dead_letter(struct pgsink *s, const struct q_entry *q, const char *msg
               "mapping", q->mapping, "key", q->key, "seq", seq, "err", msg);
     change_of(q, &c);
     dead_letter_change(s, &c, msg);
+    forget_agreement(s, q->mapping, q->key);
 }
 
 /* ---- changes waiting for a parent ---- */
@@ -1436,6 +1454,7 @@ static void give_up_waiting(struct pgsink *s, const struct waiting *w, int64_t s
              " (%d s): %.900s", wait_s, w->error);
     if (dlq_set_open(s->st, w->id, msg, NULL) == 0)
         parked_park_ex(s->st, &pk, NULL);
+    forget_agreement(s, w->mapping, w->key);
     s->stats.errors++;
     log_error("pgsink", "a change waited for its parent past dependency_wait_s:"
               " dead-lettered; create the parent, then tandem dlq retry",

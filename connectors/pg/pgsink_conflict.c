@@ -61,25 +61,28 @@ done:
     return text;
 }
 
-static void send_back(struct pgsink *s, const struct q_entry *q,
-                      const struct cfg_mapping *m, const struct resolve_result *res,
-                      int64_t target_us);
+static void journal_for_source(struct pgsink *s, const struct q_entry *q,
+                               const struct cfg_mapping *m, enum change_op op,
+                               const char *fields, const char *old_fields,
+                               int64_t version_us);
 
-/* A delete that lost to the target row's later change: the side that
- * deleted gets the row back. Its own delete cannot bring it, and the
- * row's change from this side may already have found it missing there and
- * left it so (send_change's keep_missing). */
-static void send_back_kept_row(struct pgsink *s, const struct q_entry *q,
-                               const struct cfg_mapping *m, const char *target_ts,
-                               const char *cur_row)
+/* A delete met a row changed since the base (LWW, priority decided it).
+ * Both outcomes go back to the side that deleted, whose own delete cannot
+ * bring them: the row kept here (the delete lost), or the delete of a
+ * row an older change of it may have put back there (the delete won:
+ * send_change upserts a missing row unless it knows of a newer version).
+ * Either is a no-op there when that side already agrees. */
+static void send_back_delete_outcome(struct pgsink *s, const struct q_entry *q,
+                                     const struct cfg_mapping *m, bool applied,
+                                     const char *target_ts, const char *cur_row)
 {
-    struct resolve_result res = { 0 };
+    int64_t tv = target_ts != NULL ? atoll(target_ts) : 0;
+    int64_t version = tv > q->version_us ? tv : q->version_us;
 
-    res.outcome = RESOLVE_DECIDED;
-    res.fields = json_loads(cur_row, 0, NULL);
-    if (res.fields != NULL)
-        send_back(s, q, m, &res, target_ts != NULL ? atoll(target_ts) : 0);
-    json_decref(res.fields);
+    if (applied)
+        journal_for_source(s, q, m, CHANGE_DELETE, cur_row, cur_row, version);
+    else
+        journal_for_source(s, q, m, CHANGE_INSERT, cur_row, NULL, version);
 }
 
 void sink_record_conflict(struct pgsink *s, const struct q_entry *q, bool applied,
@@ -126,8 +129,8 @@ void sink_record_conflict(struct pgsink *s, const struct q_entry *q, bool applie
     if (state_begin(s->st, NULL) != 0 || conflict_record(s->st, &c, NULL) != 0)
         log_error("pgsink", "cannot record a conflict", "endpoint", s->ep->name,
                   "mapping", q->mapping, "key", q->key);
-    if (q->op == 'D' && !applied && !manual && m != NULL && cur_row != NULL)
-        send_back_kept_row(s, q, m, target_ts, cur_row);
+    if (q->op == 'D' && !manual && m != NULL && cur_row != NULL)
+        send_back_delete_outcome(s, q, m, applied, target_ts, cur_row);
     hold_commit_until_saved(s);
     log_warn("pgsink", "conflict decided", "endpoint", s->ep->name, "mapping",
              q->mapping, "key", q->key, "rule", rule);
@@ -182,42 +185,46 @@ static void shadow_take(struct pgsink *s, const struct q_entry *q,
     json_decref(empty);
 }
 
+/* Journals a change from this target for the source side, so the
+ * source's own writer applies it, conditional on the source still holding
+ * old_fields. Only when the mapping runs both ways. */
+static void journal_for_source(struct pgsink *s, const struct q_entry *q,
+                               const struct cfg_mapping *m, enum change_op op,
+                               const char *fields, const char *old_fields,
+                               int64_t version_us)
+{
+    struct change ch = { 0 };
+    struct err e = { 0 };
+
+    if (m->direction != CFG_DIR_BOTH)
+        return;
+    ch.endpoint = s->ep->name;
+    ch.mapping = q->mapping;
+    ch.key = q->key;
+    ch.version_us = version_us;
+    ch.op = op;
+    ch.fields = fields;
+    ch.old_fields = old_fields;
+    if (state_begin(s->st, &e) != 0 || journal_single(s->st, &ch, NULL, &e) != 0)
+        log_error("pgsink", "cannot journal a conflict result for the source side;"
+                  " run tandem reconcile --repair", "endpoint", s->ep->name,
+                  "mapping", q->mapping, "key", q->key, "err", e.msg);
+}
+
 /* The source side must take the result too (it differs from what the
- * source sent): journal it as a change from this target, so the source's
- * own writer applies it, conditional on the source still holding what it
- * sent. Only when the mapping runs both ways. */
+ * source sent). */
 static void send_back(struct pgsink *s, const struct q_entry *q,
                       const struct cfg_mapping *m, const struct resolve_result *res,
                       int64_t target_us)
 {
     char *result = res->fields ? json_dumps(res->fields, JSON_COMPACT) : NULL;
     const char *had = q->op == 'D' ? NULL : q->incoming;
-    struct change ch = { 0 };
-    struct err e = { 0 };
+    int64_t version = target_us > q->version_us ? target_us : q->version_us;
 
-    if (m->direction != CFG_DIR_BOTH)
-        goto out;
-    ch.endpoint = s->ep->name;
-    ch.mapping = q->mapping;
-    ch.key = q->key;
-    ch.version_us = target_us > q->version_us ? target_us : q->version_us;
-    if (res->deleted) {
-        if (had == NULL)
-            goto out;
-        ch.op = CHANGE_DELETE;
-        ch.fields = ch.old_fields = had;
-    } else if (result != NULL) {
-        ch.op = had ? CHANGE_UPDATE : CHANGE_INSERT;
-        ch.fields = result;
-        ch.old_fields = had;
-    } else {
-        goto out;
-    }
-    if (state_begin(s->st, &e) != 0 || journal_single(s->st, &ch, NULL, &e) != 0)
-        log_error("pgsink", "cannot journal a conflict result for the source side;"
-                  " run tandem reconcile --repair", "endpoint", s->ep->name,
-                  "mapping", q->mapping, "key", q->key, "err", e.msg);
-out:
+    if (res->deleted && had != NULL)
+        journal_for_source(s, q, m, CHANGE_DELETE, had, had, version);
+    else if (!res->deleted && result != NULL)
+        journal_for_source(s, q, m, had ? CHANGE_UPDATE : CHANGE_INSERT, result, had, version);
     free(result);
 }
 

@@ -34,7 +34,8 @@ struct q_entry {
     bool retrying;              /* a replay of a change that waited for its parent */
     bool stale;                 /* sent after a failed segment: it ran in the
                                  * aborted transaction, its outcome means nothing */
-    bool keep_missing;          /* an update that does not insert a missing row */
+    int64_t keep_missing_us;    /* an update that does not insert a missing row:
+                                 * the target side's newer version (else 0) */
     int64_t version_us;
     char *mapping, *key, *incoming, *base, *source;  /* Q_STMT, owned */
 };
@@ -178,8 +179,9 @@ struct write_req {
     const char *source;         /* the endpoint the change came from */
     const char *mapping, *key, *incoming;
     bool may_be_fast;           /* a journal change: the clean update may go alone */
-    bool keep_missing;          /* an update of a row the target deleted since
-                                 * the shadow: left deleted (send_change) */
+    int64_t keep_missing_us;    /* > 0: the target side's last version, newer
+                                 * than this update: a missing row stays
+                                 * missing (send_change) */
 };
 
 /* pgsink.c */

@@ -39,16 +39,17 @@ expect_eq "later update kept on A" "5 A-late" "$(psql_on A -c "select count(*), 
 # row 5001, B deletes rows 5001-9999 in one transaction (its first
 # statement waits for the lock, and the 5000 after it fill the writer's
 # window) and then row 10000. A updates row 10000 after that. A's update
-# meets a missing row on B whose delete has not reached A yet: B keeps it
-# deleted until A, where the later update wins, sends the row back.
+# meets a missing row on B whose delete has not reached A yet: it is the
+# newer write, a new record on B; the delete, when it reaches A, loses
+# there and is recorded.
 hold_row_lock A t 5001
 psql_on B -c "delete from t where id between 5001 and 9999"
 psql_on B -c "delete from t where id = 10000"
 sleep 1
 psql_on A -c "update t set v = 'A-after-delete', n = n + 1 where id = 10000"
-skipped() { grep -q 'row the target deleted' "$WORK/tandem2.log"; }
-check "B kept the row deleted while its delete was on the way" wait_for "skip logged" 30 skipped
-expect_eq "row still deleted on B" 0 "$(psql_on B -c 'select count(*) from t where id = 10000')"
+newer_on_b() { [ "$(psql_on B -c 'select v from t where id = 10000')" = A-after-delete ]; }
+check "the newer update is a new record on B while B's delete is held up" \
+  wait_for "row 10000 on B" 30 newer_on_b
 release_row_lock
 wait_for "converge after the held-up delete" 60 converged
 expect_eq "identical after the held-up delete" "$(table_md5 A t)" "$(table_md5 B t)"
@@ -83,4 +84,18 @@ expect_eq "held-up update applied" "5000 A-held" "$(psql_on B -c "select count(*
 check "stale drop logged" grep -q '"msg":"stale change dropped.*"key":"\[\\"25001\\"\]"' "$WORK/tandem2.log"
 stale_counted() { curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | grep -q '^tandem_stale_dropped_total{endpoint="B"} [1-9]'; }
 check "stale drop counted" wait_for "stale metric" 10 stale_counted
+
+# An insert B rejects is dead-lettered and the operator drops it: B never
+# had the row, so A's next update of it is an upsert (not an update of a
+# row B deleted), and dropping is also `tandem dlq drop`'s tested use.
+psql_on B -c "alter table t add constraint no_bad check (v <> 'bad')"
+psql_on A -c "insert into t values (30001, 'bad', 0)"
+in_dlq() { [ "$(sq "select count(*) from dlq where key = '[\"30001\"]' and status = 'open'")" = 1 ]; }
+wait_for "rejected insert in the DLQ" 30 in_dlq
+dlq_id=$(sq "select id from dlq where key = '[\"30001\"]'")
+"$TANDEM" dlq drop "$dlq_id" -c "$WORK/cfg.json" >/dev/null
+psql_on B -c "alter table t drop constraint no_bad"
+psql_on A -c "update t set v = 'fixed', n = 1 where id = 30001"
+fixed_on_b() { [ "$(psql_on B -c 'select v from t where id = 30001')" = fixed ]; }
+check "an update after a dropped insert brings the row to B" wait_for "row on B" 30 fixed_on_b
 finish
