@@ -262,6 +262,12 @@ enum resolve_fresh resolve_check(const struct resolve_base *base, char side,
     bv = side == 'b' ? base->version_b_us : base->version_a_us;
     if (s->version_us < bv)
         return RESOLVE_FRESH_STALE;
+    /* G5: a tombstone carries its delete's version, whichever side deleted:
+     * a write older than it does not bring the record back. */
+    if (base->tombstone && !s->deleted &&
+        s->version_us < (base->version_a_us > base->version_b_us ? base->version_a_us
+                                                                 : base->version_b_us))
+        return RESOLVE_FRESH_STALE;
     if (rs_same_as_base(base, s))
         return s->version_us == bv ? RESOLVE_FRESH_DUPLICATE : RESOLVE_FRESH_ECHO;
     if (base->tombstone && !s->deleted)

@@ -192,6 +192,14 @@ static void test_stale(void **ctx)
     assert_int_equal(resolve_check(&tomb, 'a', &s), RESOLVE_FRESH_STALE);
     s.version_us = 301;
     assert_int_equal(resolve_check(&tomb, 'a', &s), RESOLVE_FRESH_NEW);
+    /* The other side's delete is newer than this side's write (b deleted
+     * at 250 after a's write at 200): stale, not a new record. */
+    tomb.version_a_us = 100;
+    s.version_us = 200;
+    assert_int_equal(resolve_check(&tomb, 'a', &s), RESOLVE_FRESH_STALE);
+    s.version_us = 251;
+    assert_int_equal(resolve_check(&tomb, 'a', &s), RESOLVE_FRESH_NEW);
+    tomb.version_a_us = 300;
     s.deleted = true;
     s.version_us = 300;
     assert_int_equal(resolve_check(&tomb, 'a', &s), RESOLVE_FRESH_DUPLICATE);
