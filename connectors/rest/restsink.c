@@ -927,8 +927,13 @@ static void resolve_conflict(struct op *op, const struct rf_record *rec)
                                  op->had_old && op->old.tombstone };
     struct resolve_side in = { op->fields, op->kind == CHANGE_DELETE, op->version_us,
                                op->version_us };
-    struct resolve_side tg = { rec ? rec->fields : NULL, rec == NULL,
-                               rec ? rec->version_us : 0, rec ? rec->version_us : 0 };
+    /* A record that is gone: its delete's version when a soft-deleted
+     * record showed one, else at least the last version known of that
+     * side (the delete came after it), not 0, which lost to every write. */
+    int64_t gone_us = op->target_version_us > 0 ? op->target_version_us
+                      : target_b ? op->old.version_b_us : op->old.version_a_us;
+    int64_t tv = rec ? rec->version_us : gone_us;
+    struct resolve_side tg = { rec ? rec->fields : NULL, rec == NULL, tv, tv };
     const struct resolver_plugin *pl = NULL;
     struct resolve_result res = { 0 };
     struct err e = { 0 };

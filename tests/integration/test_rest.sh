@@ -310,6 +310,24 @@ expect_eq "customers agree after kill -9" "$(pg_customers)" "$(crm_customers)"
 expect_eq "kill -9: no duplicate CRM records" 0 "$(crm_dups customers full_name)"
 expect_eq "kill -9: all rows once" 400 "$(records customers | grep -o '"full_name":"k2[0-9]*"' | sort -u | wc -l)"
 
+# ---- a delete on one side against an update on the other, offline ----
+# (G5, G6): the later of the two wins on both sides, whichever direction
+# runs first. 2 s apart, so the two clocks cannot reorder them.
+kill -TERM "$TANDEM_PID"; wait "$TANDEM_PID" || true
+psql_on A -c "update customers set name = 'pg-older' where id between 41 and 45"
+sleep 2
+for i in $(seq 41 45); do crm_write DELETE "/customers/$i"; done
+for i in $(seq 46 50); do crm_write DELETE "/customers/$i"; done
+sleep 2
+psql_on A -c "update customers set name = 'pg-newer' where id between 46 and 50"
+start_tandem "$WORK/cfg.json" "$WORK/tandem.log"
+converge "convergence after delete against update"
+expect_eq "the newer CRM delete wins in PostgreSQL" 0 "$(pg_count customers "where id between 41 and 45")"
+expect_eq "the older update did not revive the CRM records" 0 \
+  "$(records customers | grep -o '"full_name":"pg-older"' | wc -l)"
+expect_eq "the newer PostgreSQL update wins over the CRM delete" 5 \
+  "$(psql_on A -c "select count(*) from customers where id between 46 and 50 and name = 'pg-newer'")"
+
 # ---- secrets never appear in logs ----
 check "the bearer token never appears in logs" bash -c "! grep -q s3cr3t-token '$WORK/tandem.log'"
 
