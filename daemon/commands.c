@@ -210,6 +210,11 @@ static int check_rest(struct config *c, int *unreachable)
         if (!ep->tls_verify)
             printf("warn %s: tls_verify is false: the server's certificate is not checked\n",
                    ep->name);
+        for (size_t j = 0; j < c->nmappings; j++)
+            if (config_unversioned_lww_side(&c->mappings[j]) != 0 &&
+                (c->mappings[j].a.ep == ep || c->mappings[j].b.ep == ep))
+                printf("warn %s: mapping %s: %s\n", ep->name, c->mappings[j].name,
+                       UNVERSIONED_LWW_HINT);
         for (size_t j = 0; j < c->nmappings; j++) {
             struct cfg_mapping *m = &c->mappings[j];
             struct cfg_side *sd = m->a.ep == ep ? &m->a : m->b.ep == ep ? &m->b : NULL;

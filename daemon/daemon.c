@@ -856,6 +856,13 @@ static void on_signal(uv_signal_t *h, int signum)
 
 /* ---- run ---- */
 
+static void warn_unversioned_lww(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nmappings; i++)
+        if (config_unversioned_lww_side(&cfg->mappings[i]) != 0)
+            log_warn("daemon", UNVERSIONED_LWW_HINT, "mapping", cfg->mappings[i].name);
+}
+
 static void ignore_conflicts(const char *mapping, const char *strategy, int64_t n, void *arg)
 {
 }
@@ -954,6 +961,7 @@ int daemon_run(struct config *cfg, struct err *e)
         log_error("daemon", "cannot start the periodic reconcile: out of memory");
     if (backfill_new(&d->backfill, &d->loop, cfg, d->st) != 0)
         log_error("daemon", "cannot start backfills: out of memory");
+    warn_unversioned_lww(cfg);
     start_all(d);
     uv_run(&d->loop, UV_RUN_DEFAULT);
     if (state_in_txn(d->st) && state_commit(d->st, NULL) == 0 &&

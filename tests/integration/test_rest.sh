@@ -138,8 +138,14 @@ set -e
 expect_eq "check: unreachable rest endpoint exits 1" 1 "$rc"
 check "check prints a FAIL line for it" grep -q '^FAIL crm: GET /customers unreachable' "$WORK/check_down.out"
 
+# accounts: a sequence feed (no record versions) under last_write_wins.
+check "check warns that accounts' conflicts cannot be ordered" \
+  grep -q '^warn crm: mapping accounts: its sequence feed gives records no version' "$WORK/check.out"
+expect_eq "and only for that mapping" 1 "$(grep -c 'gives records no version' "$WORK/check.out")"
+
 start_tandem "$WORK/cfg.json" "$WORK/tandem.log"
 wait_for "tandem ready" 30 grep -q '"msg":"ready' "$WORK/tandem.log"
+check "run warns about it too" grep -q '"msg":"its sequence feed gives records no version.*"mapping":"accounts"' "$WORK/tandem.log"
 
 # ---- REST -> PG (server-assigned ids 1..100), then PG -> REST ----
 # Later CRM records carry their own ids (9xxxxx): ids the server assigns
