@@ -75,6 +75,7 @@ struct daemon {
     uint64_t synced_gen;        /* commit_gen the last finished sync covered */
     int64_t applied_min;        /* journal applied by every writer (last tick) */
     int64_t conflicts_counted;  /* the newest conflict id in the metric */
+    int64_t reconcile_cli_seen_us;  /* the hand-run reconcile result adopted */
     struct durable *durable;
     bool flush_wanted;          /* a commit waits for the running sync */
     bool failed;                /* stopping because the state cannot be synced */
@@ -554,6 +555,8 @@ static void on_tick(uv_timer_t *t)
 
     if (d->ticks++ % RETAINED_EVERY_TICKS == 0)
         check_retained(d);
+    /* A reconcile run by hand (tandem reconcile) reports through the state. */
+    reconcile_adopt_cli_result(d->st, d->metrics, d->health, &d->reconcile_cli_seen_us);
 
     update_health(d);
     export_metrics(d);

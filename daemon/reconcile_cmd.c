@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../state/journal.h"
 #include "../state/state.h"
@@ -27,6 +28,7 @@
 #include "config.h"
 #include "log.h"
 #include "reconcile.h"
+#include "reconcile_rt.h"
 
 #define APPLY_WAIT_MS 120000
 #define REPAIR_ROUNDS 20
@@ -37,6 +39,7 @@ struct rec_cmd {
     struct state *rw;           /* --repair only */
     bool daemon;
     json_t *out;                /* --json: mappings */
+    json_t *drift;              /* {mapping: {kind: n}}: for the daemon */
     bool any_drift, any_error;
 };
 
@@ -306,6 +309,8 @@ static int one_mapping(struct rec_cmd *x, const struct cfg_mapping *m)
     }
     if (rc == 0 && reconcile_report_drift(&r))
         x->any_drift = true;
+    if (rc == 0)
+        json_object_set_new(x->drift, m->name, reconcile_drift_json(r.classes));
     j = reconcile_report_json(&r, m, x->o->limit);
     if (j != NULL && rj != NULL) {
         json_object_set_new(rj, "before", before);
@@ -318,6 +323,24 @@ static int one_mapping(struct rec_cmd *x, const struct cfg_mapping *m)
         json_array_append_new(x->out, j);
     reconcile_report_clear(&r);
     return 0;
+}
+
+/* What was found goes to the daemon's /healthz and metrics through the
+ * state (reconcile_adopt_cli_result), when there is a state: a reconcile
+ * of two databases tandem does not sync yet creates none. */
+static void note_for_daemon(struct rec_cmd *x)
+{
+    struct state *st = x->rw;
+    struct err e = { 0 };
+
+    if (json_object_size(x->drift) == 0)
+        return;
+    if (st == NULL && (access(x->cfg->state_path, F_OK) != 0 ||
+                       state_open(&st, x->cfg->state_path, STATE_SHARED, &e) != 0))
+        return;
+    reconcile_note_cli_result(st, x->drift);
+    if (st != x->rw)
+        state_close(st);
 }
 
 static int open_rw(struct rec_cmd *x)
@@ -369,6 +392,7 @@ int cmd_reconcile(struct cli_opts *o)
         x.daemon = reconcile_daemon_running(x.cfg->state_path);
     }
     x.out = json_array();
+    x.drift = json_object();
     for (size_t i = 0; i < x.cfg->nmappings; i++) {
         const struct cfg_mapping *m = &x.cfg->mappings[i];
 
@@ -388,8 +412,10 @@ int cmd_reconcile(struct cli_opts *o)
         free(text);
         json_decref(doc);
     }
+    note_for_daemon(&x);
     rc = x.any_error ? EXIT_RUNTIME : x.any_drift ? EXIT_DRIFT : EXIT_OK;
     json_decref(x.out);
+    json_decref(x.drift);
     state_close(x.rw);
     config_free(x.cfg);
     return rc;

@@ -101,9 +101,17 @@ check "unknown mapping named" grep -q "no mapping named nope" "$WORK/rec.err"
 # ---- repair with the daemon running ----
 start_tandem "$WORK/cfg.json" "$WORK/tandem2.log"
 wait_for "tandem ready again" 30 grep -q '"msg":"ready' "$WORK/tandem2.log"
+# The drift the hand-run reconciles above found (no periodic reconcile is
+# configured) reaches the daemon's /healthz and metrics through the state.
+drifting() { curl -s "http://127.0.0.1:$HTTP_PORT/healthz" | grep -q '"drift"'; }
+check "healthz reports the drift a hand-run reconcile found" wait_for "drift health" 10 drifting
+different=$(curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" | sed -n 's/^tandem_reconcile_drift{mapping="t",kind="different"} //p')
+check "tandem_reconcile_drift from it (${different:-none})" test "${different:-0}" -ge 1
 before=$(sq "select coalesce(max(id), 0) from conflicts")
 rec -m t --repair
 expect_eq "repair with the daemon: exit 0" 0 $RC
+no_drift() { ! drifting; }
+check "healthz clears once a reconcile finds none" wait_for "drift cleared" 10 no_drift
 check "repair: applied by the daemon" grep -q "applied by the running daemon" "$WORK/rec.out"
 check "repair: no drift after" grep -q "^  no drift" "$WORK/rec.out"
 expect_eq "repair: one conflict per key, rule reconcile" 10 \
