@@ -499,7 +499,13 @@ static void check_dlq(struct daemon *d)
     int64_t depth = 0;
     char n[96];
 
-    if (state_begin(d->st, NULL) == 0)
+    /* A retry journals the key's changes again at the journal's end and
+     * unparks it: a change of that key journaled earlier but not yet fed
+     * would then apply first and the replay over it. So retries wait until
+     * every writer is connected and has taken the whole journal (changes
+     * of the key fed until then are held behind it, and replayed in order
+     * with it). */
+    if (all_connected(d) && d->applied_min >= d->durable_seq && state_begin(d->st, NULL) == 0)
         dlq_retry_requested(d->st);
     export_parked(d);
     if (dlq_count_open(d->st, &depth, NULL) != 0)
