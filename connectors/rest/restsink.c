@@ -919,6 +919,21 @@ static bool superseded(const struct op *op)
  * rec is the target's record, NULL when it is gone. The source side is
  * never written here: when the result differs from it, the result goes to
  * the target and comes back through the feed. */
+static int64_t gone_version(struct op *op, bool target_b)
+{
+    struct shadow now = { 0 };
+    int64_t v = op->target_version_us;
+
+    if (v < (target_b ? op->old.version_b_us : op->old.version_a_us))
+        v = target_b ? op->old.version_b_us : op->old.version_a_us;
+    if (shadow_get(op->s->st, op->mapping, op->key, &now, NULL) == 0) {
+        if (v < (target_b ? now.version_b_us : now.version_a_us))
+            v = target_b ? now.version_b_us : now.version_a_us;
+        shadow_clear(&now);
+    }
+    return v;
+}
+
 static void resolve_conflict(struct op *op, const struct rf_record *rec)
 {
     struct restsink *s = op->s;
@@ -929,9 +944,10 @@ static void resolve_conflict(struct op *op, const struct rf_record *rec)
                                op->version_us };
     /* A record that is gone: its delete's version when a soft-deleted
      * record showed one, else at least the last version known of that
-     * side (the delete came after it), not 0, which lost to every write. */
-    int64_t gone_us = op->target_version_us > 0 ? op->target_version_us
-                      : target_b ? op->old.version_b_us : op->old.version_a_us;
+     * side (the delete came after it), not 0, which lost to every write;
+     * the shadow is read again, as the delete may have come through the
+     * feed and been applied since this write started. */
+    int64_t gone_us = rec == NULL ? gone_version(op, target_b) : 0;
     int64_t tv = rec ? rec->version_us : gone_us;
     struct resolve_side tg = { rec ? rec->fields : NULL, rec == NULL, tv, tv };
     const struct resolver_plugin *pl = NULL;
