@@ -17,6 +17,7 @@
 #define FETCH_ROWS "2000"
 #define CURSOR "tandem_snapshot"
 #define XMIN_COL "__tandem_xmin"
+#define LOCK_WAIT "30s"         /* the copy's longest wait for a locked row */
 #define COPY_CHUNK 65536        /* bytes buffered before PQputCopyData */
 #define DROP_WAIT_S 10
 
@@ -789,10 +790,12 @@ static void build_insert(struct snap_write *w, const char *tbl, struct strbuf *b
 }
 
 /* UPDATE of rows still at the version read (conditional mode only). A
- * row locked by another transaction is being changed: its stream brings
- * the change, so it is skipped rather than waited for, and the copy never
- * deadlocks with the application. */
-static void build_update(struct snap_write *w, const char *tbl, struct strbuf *b)
+ * row locked by another transaction is most often being changed: its
+ * stream brings the change, so the first pass skips it rather than waits
+ * (wait false). But a lock alone (a foreign key check, a transaction that
+ * rolls back) changes nothing and no stream event follows: the second
+ * pass waits for the rows still at the version read (wait true). */
+static void build_update(struct snap_write *w, const char *tbl, struct strbuf *b, bool wait)
 {
     strbuf_adds(b, "WITH l AS (SELECT t.ctid AS tandem_tid, s.* FROM ");
     strbuf_adds(b, tbl);
@@ -801,7 +804,8 @@ static void build_update(struct snap_write *w, const char *tbl, struct strbuf *b
     strbuf_adds(b, " AS s ON");
     add_key_join(w, b);
     strbuf_adds(b, " WHERE s." XMIN_COL " IS NOT NULL AND t.xmin = s." XMIN_COL
-                " FOR UPDATE OF t SKIP LOCKED) UPDATE ");
+                " FOR UPDATE OF t");
+    strbuf_adds(b, wait ? ") UPDATE " : " SKIP LOCKED) UPDATE ");
     strbuf_adds(b, tbl);
     strbuf_adds(b, " AS t SET (");
     add_cols(w, b, NULL, COLS_VALUES);
@@ -849,8 +853,19 @@ int snap_write_apply(struct snap_write *w, struct snap_write_stats *st,
     rc = apply_stmt(w, &b, "insert", &ins, e);
     if (rc == 0 && w->conditional && w->m->nfields > w->sd->nkey) {
         strbuf_reset(&b);
-        build_update(w, tbl, &b);
+        build_update(w, tbl, &b, false);
         rc = apply_stmt(w, &b, "update", &upd, e);
+        /* Rows the pass skipped: those changed since the read are left
+         * alone again (their version moved); those only locked are waited
+         * for, at most LOCK_WAIT, then the copy fails and can be rerun. */
+        if (rc == 0 && w->staged - ins - upd > 0) {
+            strbuf_reset(&b);
+            build_update(w, tbl, &b, true);
+            rc = run_ok(w->conn, w->ep->name, w->sd->table,
+                        "SET LOCAL lock_timeout = '" LOCK_WAIT "'", "lock timeout", e);
+            if (rc == 0)
+                rc = apply_stmt(w, &b, "update of rows locked by others", &upd, e);
+        }
     }
     strbuf_free(&b);
     free(tbl);
