@@ -211,7 +211,7 @@ static int check_rest(struct config *c, int *unreachable)
             printf("warn %s: tls_verify is false: the server's certificate is not checked\n",
                    ep->name);
         for (size_t j = 0; j < c->nmappings; j++)
-            if (config_unversioned_lww_side(&c->mappings[j]) != 0 &&
+            if (config_unversioned_lww(&c->mappings[j]) &&
                 (c->mappings[j].a.ep == ep || c->mappings[j].b.ep == ep))
                 printf("warn %s: mapping %s: %s\n", ep->name, c->mappings[j].name,
                        UNVERSIONED_LWW_HINT);

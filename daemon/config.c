@@ -2325,18 +2325,18 @@ const char *config_field_a_to_b(const struct cfg_mapping *m, const char *f)
     return NULL;
 }
 
-char config_unversioned_lww_side(const struct cfg_mapping *m)
+static bool sequence_feed(const struct cfg_side *sd)
+{
+    return sd->ep != NULL && sd->ep->kind == CFG_KIND_REST && sd->feed.style == CFG_FEED_SEQUENCE;
+}
+
+bool config_unversioned_lww(const struct cfg_mapping *m)
 {
     bool lww = m->strategy == CFG_STRAT_LWW ||
                (m->strategy == CFG_STRAT_FIELD_MERGE && m->fallback == CFG_STRAT_LWW);
 
-    if (m->direction != CFG_DIR_BOTH || !lww || m->timestamp_field != NULL)
-        return 0;
-    if (m->a.ep != NULL && m->a.ep->kind == CFG_KIND_REST && m->a.feed.style == CFG_FEED_SEQUENCE)
-        return 'a';
-    if (m->b.ep != NULL && m->b.ep->kind == CFG_KIND_REST && m->b.feed.style == CFG_FEED_SEQUENCE)
-        return 'b';
-    return 0;
+    return m->direction == CFG_DIR_BOTH && lww && m->timestamp_field == NULL &&
+           (sequence_feed(&m->a) || sequence_feed(&m->b));
 }
 
 const char *config_field_b_to_a(const struct cfg_mapping *m, const char *f)

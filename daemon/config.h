@@ -173,12 +173,12 @@ const char *config_strategy_name(enum cfg_strategy st);
 /* The side b name of side a field f (or the reverse); NULL when unmapped. */
 const char *config_field_a_to_b(const struct cfg_mapping *m, const char *f);
 
-/* The side ('a' or 'b') of a both-ways mapping whose records carry no
- * version (a REST sequence feed without conflict.timestamp_field) while
- * last write decides its conflicts (last_write_wins, or field_merge's
+/* Whether a both-ways mapping has a side whose records carry no version
+ * (a REST sequence feed without conflict.timestamp_field) while last
+ * write decides its conflicts (last_write_wins, or field_merge's
  * fallback): concurrent edits of one record cannot be ordered the same
- * way by both writers. 0 when there is none. */
-char config_unversioned_lww_side(const struct cfg_mapping *m);
+ * way by both writers. */
+bool config_unversioned_lww(const struct cfg_mapping *m);
 #define UNVERSIONED_LWW_HINT "its sequence feed gives records no version, so last write" \
     " cannot order an edit of the same record on both sides the same way in both" \
     " directions; set conflict.timestamp_field to a field both sides keep"

@@ -868,7 +868,7 @@ static void on_signal(uv_signal_t *h, int signum)
 static void warn_unversioned_lww(const struct config *cfg)
 {
     for (size_t i = 0; i < cfg->nmappings; i++)
-        if (config_unversioned_lww_side(&cfg->mappings[i]) != 0)
+        if (config_unversioned_lww(&cfg->mappings[i]))
             log_warn("daemon", UNVERSIONED_LWW_HINT, "mapping", cfg->mappings[i].name);
 }
 

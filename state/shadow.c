@@ -168,6 +168,16 @@ void shadow_clear(struct shadow *sh)
     memset(sh, 0, sizeof(*sh));
 }
 
+int64_t shadow_side_version(const struct shadow *sh, char side)
+{
+    return side == 'b' ? sh->version_b_us : sh->version_a_us;
+}
+
+int64_t shadow_version(const struct shadow *sh)
+{
+    return sh->version_a_us > sh->version_b_us ? sh->version_a_us : sh->version_b_us;
+}
+
 /* Runs a cached DELETE keyed by two texts; -ENOENT when nothing matched. */
 static int shadow_delete2(struct state *s, enum state_stmt_id id,
                           const char *sql, const char *k1, const char *k2,

@@ -35,6 +35,11 @@ int shadow_put(struct state *s, const char *mapping, const char *key,
 
 void shadow_clear(struct shadow *sh);
 
+/* Side side's version ('a' or 'b'), and the record's: the later of the
+ * two (a tombstone's is its delete's, whichever side deleted; G5). */
+int64_t shadow_side_version(const struct shadow *sh, char side);
+int64_t shadow_version(const struct shadow *sh);
+
 /* Deletes the shadow of (mapping, key) (forgetting it, unlike a
  * tombstone). -ENOENT when there is none. */
 int shadow_delete(struct state *s, const char *mapping, const char *key,

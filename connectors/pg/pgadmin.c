@@ -199,9 +199,10 @@ static int setup_origin_for(PGconn *conn, const struct config *c,
                             const struct cfg_endpoint *ep, struct err *e)
 {
     struct err oe = { 0 };
-    int rc = setup_origin(conn, ep, pgadmin_is_target(c, ep) ? e : &oe);
+    bool target = pgadmin_is_target(c, ep);
+    int rc = setup_origin(conn, ep, target ? e : &oe);
 
-    if (rc != 0 && !pgadmin_is_target(c, ep)) {
+    if (rc != 0 && !target) {
         log_info("pgadmin", "no replication origin on this source-only endpoint; its role"
                  " may not create one, and it needs none until it is a target",
                  "endpoint", ep->name, "err", oe.msg);

@@ -343,20 +343,6 @@ static bool clean_update_alone(struct pgsink *s, const struct change *c,
     return whole_update(s, c) && !resolved_in_c(m) && !m->canary_enabled && !careful(s);
 }
 
-/* A record's version in the shadow: its latest change from either side
- * (a tombstone's is its delete's). */
-static int64_t shadow_version(const struct shadow *sh)
-{
-    return sh->version_a_us > sh->version_b_us ? sh->version_a_us : sh->version_b_us;
-}
-
-/* The side of the mapping a change goes to: its version in a shadow. */
-static int64_t target_side_version(const struct shadow *sh, const struct change *c,
-                                   const struct cfg_mapping *m)
-{
-    return strcmp(m->a.endpoint, c->endpoint) == 0 ? sh->version_b_us : sh->version_a_us;
-}
-
 /* G5: a change older than the delete of its record does not bring the
  * record back; it is dropped and counted. */
 static void count_stale(struct pgsink *s, const char *mapping, const char *key,
@@ -525,8 +511,8 @@ static int send_change(struct pgsink *s, const struct change *c,
      * must not resurrect it (the version survives a tombstone overwritten
      * by this change's own first try, whose shadow write a redo sees). */
     if (c->op == CHANGE_UPDATE && have_old &&
-        target_side_version(&old, c, m) > c->version_us)
-        w.keep_missing_us = target_side_version(&old, c, m);
+        shadow_side_version(&old, t == &m->a ? 'a' : 'b') > c->version_us)
+        w.keep_missing_us = shadow_side_version(&old, t == &m->a ? 'a' : 'b');
     base = advance_shadow(s, c, fields, have_old ? &old : NULL);
     if (c->op == CHANGE_INSERT) {
         /* An insert was made on no row: a row already there is a conflict
@@ -1845,7 +1831,7 @@ void sink_fail(struct pgsink *s, const char *what, const char *detail)
 {
     char msg[512], delay[32];
     bool was_up = s->state == SK_READY;
-    uint64_t wait_ms = backoff_jitter(s->backoff_ms);
+    uint64_t wait_ms;
 
     if (s->state == SK_CLOSING)
         return;
@@ -1853,6 +1839,7 @@ void sink_fail(struct pgsink *s, const char *what, const char *detail)
         drain_failed(s, detail ? detail : s->conn ? PQerrorMessage(s->conn) : "");
         return;
     }
+    wait_ms = backoff_jitter(s->backoff_ms);
     if (detail == NULL && s->conn != NULL)
         detail = pgconn_error(s->conn, msg, sizeof(msg));
     snprintf(delay, sizeof(delay), "%" PRIu64, wait_ms);

@@ -64,7 +64,7 @@ done:
 static void journal_for_source(struct pgsink *s, const struct q_entry *q,
                                const struct cfg_mapping *m, enum change_op op,
                                const char *fields, const char *old_fields,
-                               int64_t version_us);
+                               int64_t target_us);
 
 /* A delete met a row changed since the base (LWW, priority decided it).
  * Both outcomes go back to the side that deleted, whose own delete cannot
@@ -77,12 +77,11 @@ static void send_back_delete_outcome(struct pgsink *s, const struct q_entry *q,
                                      const char *target_ts, const char *cur_row)
 {
     int64_t tv = target_ts != NULL ? atoll(target_ts) : 0;
-    int64_t version = tv > q->version_us ? tv : q->version_us;
 
     if (applied)
-        journal_for_source(s, q, m, CHANGE_DELETE, cur_row, cur_row, version);
+        journal_for_source(s, q, m, CHANGE_DELETE, cur_row, cur_row, tv);
     else
-        journal_for_source(s, q, m, CHANGE_INSERT, cur_row, NULL, version);
+        journal_for_source(s, q, m, CHANGE_INSERT, cur_row, NULL, tv);
 }
 
 void sink_record_conflict(struct pgsink *s, const struct q_entry *q, bool applied,
@@ -187,11 +186,12 @@ static void shadow_take(struct pgsink *s, const struct q_entry *q,
 
 /* Journals a change from this target for the source side, so the
  * source's own writer applies it, conditional on the source still holding
- * old_fields. Only when the mapping runs both ways. */
+ * old_fields; its version is the later of the target row's (target_us)
+ * and the change's. Only when the mapping runs both ways. */
 static void journal_for_source(struct pgsink *s, const struct q_entry *q,
                                const struct cfg_mapping *m, enum change_op op,
                                const char *fields, const char *old_fields,
-                               int64_t version_us)
+                               int64_t target_us)
 {
     struct change ch = { 0 };
     struct err e = { 0 };
@@ -201,7 +201,7 @@ static void journal_for_source(struct pgsink *s, const struct q_entry *q,
     ch.endpoint = s->ep->name;
     ch.mapping = q->mapping;
     ch.key = q->key;
-    ch.version_us = version_us;
+    ch.version_us = target_us > q->version_us ? target_us : q->version_us;
     ch.op = op;
     ch.fields = fields;
     ch.old_fields = old_fields;
@@ -219,12 +219,11 @@ static void send_back(struct pgsink *s, const struct q_entry *q,
 {
     char *result = res->fields ? json_dumps(res->fields, JSON_COMPACT) : NULL;
     const char *had = q->op == 'D' ? NULL : q->incoming;
-    int64_t version = target_us > q->version_us ? target_us : q->version_us;
 
     if (res->deleted && had != NULL)
-        journal_for_source(s, q, m, CHANGE_DELETE, had, had, version);
+        journal_for_source(s, q, m, CHANGE_DELETE, had, had, target_us);
     else if (!res->deleted && result != NULL)
-        journal_for_source(s, q, m, had ? CHANGE_UPDATE : CHANGE_INSERT, result, had, version);
+        journal_for_source(s, q, m, had ? CHANGE_UPDATE : CHANGE_INSERT, result, had, target_us);
     free(result);
 }
 

@@ -922,13 +922,14 @@ static bool superseded(const struct op *op)
 static int64_t gone_version(struct op *op, bool target_b)
 {
     struct shadow now = { 0 };
+    char side = target_b ? 'b' : 'a';
     int64_t v = op->target_version_us;
 
-    if (v < (target_b ? op->old.version_b_us : op->old.version_a_us))
-        v = target_b ? op->old.version_b_us : op->old.version_a_us;
+    if (v < shadow_side_version(&op->old, side))
+        v = shadow_side_version(&op->old, side);
     if (shadow_get(op->s->st, op->mapping, op->key, &now, NULL) == 0) {
-        if (v < (target_b ? now.version_b_us : now.version_a_us))
-            v = target_b ? now.version_b_us : now.version_a_us;
+        if (v < shadow_side_version(&now, side))
+            v = shadow_side_version(&now, side);
         shadow_clear(&now);
     }
     return v;

@@ -281,10 +281,8 @@ static int echo_check(struct feed *f, const struct rf_record *r, bool *had_shado
     /* Older than what this side already sent, or than the delete that
      * left the record's tombstone, whichever side deleted (G5): stale. */
     if (r->version_us != 0 &&
-        (r->version_us < (f->sd == &f->m->a ? sh.version_a_us : sh.version_b_us) ||
-         (sh.tombstone && !r->deleted &&
-          r->version_us < (sh.version_a_us > sh.version_b_us ? sh.version_a_us
-                                                             : sh.version_b_us)))) {
+        (r->version_us < shadow_side_version(&sh, f->sd == &f->m->a ? 'a' : 'b') ||
+         (sh.tombstone && !r->deleted && r->version_us < shadow_version(&sh)))) {
         shadow_clear(&sh);
         return 2;
     }
